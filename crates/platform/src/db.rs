@@ -1,0 +1,125 @@
+//! PostgreSQL pools: one role per component, credentials from files, a statement
+//! timeout on every session, and transactions scoped to one tenant.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::{
+    PgPool, Postgres, Transaction,
+    postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
+};
+use uuid::Uuid;
+
+use crate::config;
+
+/// The session setting row-level security policies read. Always set with
+/// `set_config(…, true)` (= `SET LOCAL`) so it dies with the transaction and never
+/// leaks to the next user of a pooled connection.
+pub const TENANT_SETTING: &str = "beacon.tenant_id";
+
+#[derive(Clone)]
+pub struct DbConfig {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub username: String,
+    pub password: Option<SecretString>,
+    pub ssl_mode: PgSslMode,
+    pub max_connections: u32,
+    pub statement_timeout: Duration,
+    pub acquire_timeout: Duration,
+    pub application_name: String,
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl DbConfig {
+    /// `DATABASE_HOST`, `DATABASE_PORT`, `DATABASE_NAME`, `DATABASE_USER`,
+    /// `DATABASE_PASSWORD_FILE`, `DATABASE_SSLMODE`, `DATABASE_MAX_CONNECTIONS`,
+    /// `DATABASE_STATEMENT_TIMEOUT_MS`. The user defaults to the component's role.
+    pub fn from_env(default_role: &str, application_name: &str) -> config::Result<Self> {
+        let ssl: String = config::or("DATABASE_SSLMODE", "prefer".to_owned())?;
+        let ssl_mode = ssl
+            .parse::<PgSslMode>()
+            .map_err(|e| config::ConfigError::new("DATABASE_SSLMODE", e))?;
+        Ok(Self {
+            host: config::or("DATABASE_HOST", "127.0.0.1".to_owned())?,
+            port: config::or("DATABASE_PORT", 5432)?,
+            database: config::or("DATABASE_NAME", "beacon".to_owned())?,
+            username: config::or("DATABASE_USER", default_role.to_owned())?,
+            password: config::optional_secret("DATABASE_PASSWORD")?,
+            ssl_mode,
+            max_connections: config::or("DATABASE_MAX_CONNECTIONS", 10)?,
+            statement_timeout: config::millis("DATABASE_STATEMENT_TIMEOUT_MS", 5_000)?,
+            acquire_timeout: config::millis("DATABASE_ACQUIRE_TIMEOUT_MS", 2_000)?,
+            application_name: application_name.to_owned(),
+        })
+    }
+
+    /// Settings for `role` on the database `base` points at (tests and tooling).
+    pub fn for_role(base: &PgConnectOptions, role: &str) -> Self {
+        Self {
+            host: base.get_host().to_owned(),
+            port: base.get_port(),
+            database: base.get_database().unwrap_or("postgres").to_owned(),
+            username: role.to_owned(),
+            password: None,
+            ssl_mode: PgSslMode::Prefer,
+            max_connections: 5,
+            statement_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(2),
+            application_name: role.to_owned(),
+        }
+    }
+
+    pub fn connect_options(&self) -> PgConnectOptions {
+        let mut options = PgConnectOptions::new()
+            .host(&self.host)
+            .port(self.port)
+            .database(&self.database)
+            .username(&self.username)
+            .ssl_mode(self.ssl_mode)
+            .application_name(&self.application_name)
+            .options([(
+                "statement_timeout",
+                self.statement_timeout.as_millis().to_string(),
+            )]);
+        if let Some(password) = &self.password {
+            options = options.password(password.expose_secret());
+        }
+        options
+    }
+
+    /// A lazy pool: the service starts (and answers `/healthz`) while the database is
+    /// down, reports not ready, and recovers on its own when it returns.
+    pub fn pool(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_lazy_with(self.connect_options())
+    }
+}
+
+/// Begins a transaction in which row-level security sees only `tenant`.
+pub async fn begin_for_tenant(
+    pool: &PgPool,
+    tenant: Uuid,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config($1, $2, true)")
+        .bind(TENANT_SETTING)
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}

@@ -1,0 +1,251 @@
+//! HTTP building blocks shared by the HTTP services: problem+json errors (RFC 9457),
+//! the standard middleware stack (request ids, trace spans with propagated context,
+//! timeouts, body limits, security headers) and a server with graceful shutdown.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::MatchedPath,
+    http::{HeaderName, HeaderValue, Request, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tower_http::{
+    limit::RequestBodyLimitLayer,
+    propagate_header::PropagateHeaderLayer,
+    request_id::{MakeRequestUuid, RequestId, SetRequestIdLayer},
+    sensitive_headers::SetSensitiveRequestHeadersLayer,
+    set_header::SetResponseHeaderLayer,
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+use crate::{Shutdown, telemetry};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem document. 5xx problems carry no detail: the cause is logged
+/// with the request id, never returned.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<serde_json::Value>,
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &str, title: &str) -> Self {
+        Self {
+            kind: format!("https://beacon.dev/problems/{slug}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: None,
+            errors: None,
+            retry_after: None,
+        }
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+    pub fn errors(mut self, errors: serde_json::Value) -> Self {
+        self.errors = Some(errors);
+        self
+    }
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Missing or invalid credentials",
+        )
+    }
+    pub fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed")
+    }
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found")
+    }
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+        )
+    }
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "A dependency is unavailable, try again later",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, PROBLEM_JSON)],
+            axum::Json(&self),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// Limits every HTTP service states explicitly.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// The standard stack: request id (set, propagated), a span per request named by the
+/// matched route and parented on the caller's `traceparent`, a timeout answering 503
+/// problem+json, a body limit answering 413, and security headers.
+pub fn with_standard_layers(router: Router, limits: HttpLimits) -> Router {
+    router
+        .layer(RequestBodyLimitLayer::new(limits.body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(axum::middleware::map_response(problem_for_bare_errors))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<Body>| {
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(|m| m.as_str().to_owned())
+                        .unwrap_or_else(|| "unmatched".to_owned());
+                    let request_id = req
+                        .extensions()
+                        .get::<RequestId>()
+                        .and_then(|id| id.header_value().to_str().ok())
+                        .unwrap_or("-")
+                        .to_owned();
+                    let span = tracing::info_span!(
+                        "http.request",
+                        otel.name = format!("{} {}", req.method(), route),
+                        otel.kind = "server",
+                        http.request.method = %req.method(),
+                        http.route = %route,
+                        request_id = %request_id,
+                        http.response.status_code = tracing::field::Empty,
+                    );
+                    telemetry::set_parent_from_headers(&span, req.headers());
+                    span
+                })
+                .on_response(|res: &Response, latency: Duration, span: &tracing::Span| {
+                    span.record("http.response.status_code", res.status().as_u16());
+                    tracing::info!(
+                        status = res.status().as_u16(),
+                        latency_ms = latency.as_millis() as u64,
+                        "request"
+                    );
+                    metrics::histogram!("http_request_duration_seconds")
+                        .record(latency.as_secs_f64());
+                }),
+        )
+        .layer(PropagateHeaderLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+}
+
+/// Rewrites framework errors that carry no body (413 from the body limit, 504 from the
+/// timeout, 404/405 from routing) into problem+json, so every error has one shape.
+async fn problem_for_bare_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/problem+json")
+                || v.as_bytes().starts_with(b"text/html")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (slug, title) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "Request body too large"),
+        StatusCode::GATEWAY_TIMEOUT => ("timeout", "The request took too long"),
+        StatusCode::NOT_FOUND => ("not-found", "Not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
+        StatusCode::BAD_REQUEST => ("bad-request", "Bad request"),
+        StatusCode::UNPROCESSABLE_ENTITY => ("unprocessable", "Unprocessable request"),
+        _ if status.is_server_error() => ("internal", "Internal error"),
+        _ => ("error", "Request failed"),
+    };
+    Problem::new(status, slug, title).into_response()
+}
+
+/// Binds a listener, naming the address in the error.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind {addr}: {e}"))
+}
+
+/// Serves `router` until shutdown, then drains in-flight requests for at most `drain`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    drain: Duration,
+) -> anyhow::Result<()> {
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.wait());
+    match crate::shutdown::drain(&shutdown, drain, server.into_future()).await {
+        Some(result) => Ok(result?),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,177 @@
+//! One telemetry init for every service: `RUST_LOG` filter, JSON logs (or pretty with
+//! `BEACON_LOG_FORMAT=pretty`), OpenTelemetry spans exported over OTLP/gRPC when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and W3C trace-context propagation helpers for
+//! HTTP and gRPC, server and client side.
+
+use std::sync::OnceLock;
+
+use opentelemetry::{
+    global,
+    propagation::{Extractor, Injector},
+    trace::TracerProvider as _,
+};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+/// Flushes and shuts the tracer provider down when dropped (at the end of `main`).
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.provider.force_flush() {
+            eprintln!("telemetry flush failed: {e}");
+        }
+        let _ = self.provider.shutdown();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Telemetry settings, read from the standard variables.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    pub service: String,
+    pub format: LogFormat,
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryConfig {
+    pub fn from_env(service: &str) -> crate::config::Result<Self> {
+        let format = match crate::config::or::<String>("BEACON_LOG_FORMAT", "json".into())?.as_str()
+        {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                return Err(crate::config::ConfigError::new(
+                    "BEACON_LOG_FORMAT",
+                    format!("must be json or pretty, not {other:?}"),
+                ));
+            }
+        };
+        Ok(Self {
+            service: service.to_owned(),
+            format,
+            otlp_endpoint: crate::config::optional("OTEL_EXPORTER_OTLP_ENDPOINT")?,
+        })
+    }
+}
+
+/// Builds a tracer provider: with an OTLP exporter when an endpoint is configured,
+/// otherwise one that only mints span ids so trace context still propagates.
+pub fn tracer_provider(
+    service: &str,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<SdkTracerProvider> {
+    let resource = Resource::builder()
+        .with_service_name(service.to_owned())
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(endpoint) = otlp_endpoint {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    Ok(builder.build())
+}
+
+/// Installs the global subscriber. Call once, first thing in `main`.
+pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = tracer_provider(&config.service, config.otlp_endpoint.as_deref())?;
+    global::set_tracer_provider(provider.clone());
+    let tracer = provider.tracer(config.service.clone());
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn"));
+    let fmt = match config.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init()?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// Installs the W3C propagator without a subscriber (tests that build apps in-process).
+pub fn init_propagator() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| global::set_text_map_propagator(TraceContextPropagator::new()));
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// Server side (HTTP and gRPC alike: both arrive as HTTP requests): make `span` a child
+/// of the caller's span from the `traceparent` header, if any.
+pub fn set_parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
+    let cx = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    let _ = span.set_parent(cx);
+}
+
+/// Client side: the headers that carry the current span's context to the next hop.
+pub fn current_context_headers() -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    let cx = tracing::Span::current().context();
+    global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(&mut headers)));
+    headers
+}
+
+/// gRPC client side: a tonic interceptor that adds the current trace context.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcTracePropagation;
+
+impl tonic::service::Interceptor for GrpcTracePropagation {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        for (name, value) in current_context_headers().iter() {
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
+                tonic::metadata::MetadataValue::try_from(value.as_bytes()),
+            ) {
+                request.metadata_mut().insert(key, value);
+            }
+        }
+        Ok(request)
+    }
+}
