@@ -1,1 +1,109 @@
-#![doc = "stub"]
+//! The analytics gRPC service: per-tenant KPIs read from `output` as
+//! `beacon_analytics`, under row-level security, for callers authenticated by mutual
+//! TLS and authorized by their workload identity (from the access model).
+
+mod service;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use platform::{
+    Shutdown,
+    access::AccessModel,
+    admin::{AdminServer, Check},
+    config,
+    db::DbConfig,
+    tls::{self, AllowedCallers, ReloadingServer, TlsFiles},
+};
+use proto::analytics::v1::analytics_server::AnalyticsServer;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+pub use service::AnalyticsService;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub db: DbConfig,
+    pub tls: TlsFiles,
+    /// Calls without a shorter `grpc-timeout` are cut off after this.
+    pub request_timeout: Duration,
+    /// The longest date range one request may ask for.
+    pub max_range_days: i64,
+}
+
+impl Config {
+    pub fn from_env() -> config::Result<Self> {
+        Ok(Self {
+            listen: config::addr("BEACON_LISTEN_ADDR", "0.0.0.0:50051")?,
+            admin: config::addr("BEACON_ADMIN_ADDR", "0.0.0.0:9085")?,
+            db: DbConfig::from_env("beacon_analytics", "analytics")?,
+            tls: TlsFiles::from_env("BEACON_TLS")?,
+            request_timeout: config::millis("BEACON_REQUEST_TIMEOUT_MS", 5_000)?,
+            max_range_days: config::or("BEACON_MAX_RANGE_DAYS", 731)?,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    admin: AdminServer,
+    tls: Arc<ReloadingServer>,
+    pool: PgPool,
+    callers: AllowedCallers,
+    config: Config,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let tls = tls::Reloading::new(config.tls.clone(), tls::server_config)?;
+        let pool = config.db.pool();
+        let callers = AllowedCallers::new(AccessModel::load().allowed_grpc_callers("analytics"));
+        anyhow::ensure!(
+            !callers.is_empty(),
+            "the access model allows no caller of analytics"
+        );
+        let listener = platform::http::bind(config.listen).await?;
+        let admin = AdminServer::bind(config.admin, vec![Check::postgres(pool.clone())]).await?;
+        tracing::info!(addr = %listener.local_addr()?, admin = %admin.local_addr(), "analytics listening (mTLS)");
+        Ok(Self {
+            listener,
+            admin,
+            tls,
+            pool,
+            callers,
+            config,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin.local_addr().port()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let admin = tokio::spawn(self.admin.run(shutdown.clone()));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<AnalyticsServer<AnalyticsService>>()
+            .await;
+        let service = AnalyticsService::new(self.pool, self.config.max_range_days);
+        let incoming = tls::incoming(self.listener, self.tls, Duration::from_secs(5));
+        let server = tonic::transport::Server::builder()
+            .timeout(self.config.request_timeout)
+            .layer(platform::telemetry::grpc_trace_layer())
+            .add_service(health_service)
+            .add_service(AnalyticsServer::with_interceptor(service, self.callers))
+            .serve_with_incoming_shutdown(incoming, shutdown.wait());
+        platform::shutdown::drain(&shutdown, Duration::from_secs(10), server)
+            .await
+            .transpose()?;
+        admin.await??;
+        tracing::info!("analytics stopped");
+        Ok(())
+    }
+}

@@ -1,1 +1,177 @@
-#![doc = "stub"]
+//! Beacon's public REST API. The tenant of every request comes from the verified
+//! credential alone; the database session is scoped to it (row-level security) and
+//! KPI reads go to the analytics service over mutual TLS.
+
+pub mod credentials;
+mod routes;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::extract::FromRef;
+use platform::{
+    Shutdown,
+    admin::{AdminServer, Check},
+    auth::TokenVerifier,
+    config,
+    db::DbConfig,
+    http::HttpLimits,
+    telemetry::GrpcTracePropagation,
+    tls::{self, TlsFiles},
+};
+use proto::analytics::v1::analytics_client::AnalyticsClient;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
+
+pub use credentials::TokenSigner;
+pub use routes::router;
+
+pub type Analytics = AnalyticsClient<InterceptedService<Channel, GrpcTracePropagation>>;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub db: DbConfig,
+    pub http: HttpLimits,
+    pub signing_key_file: String,
+    pub public_key_file: String,
+    pub token_ttl: time::Duration,
+    /// host:port of the analytics gRPC service.
+    pub analytics_addr: String,
+    /// The name analytics' certificate is checked against.
+    pub analytics_server_name: String,
+    pub analytics_timeout: Duration,
+    pub tls: TlsFiles,
+}
+
+impl Config {
+    pub fn from_env() -> config::Result<Self> {
+        let analytics_addr: String =
+            config::or("BEACON_ANALYTICS_ADDR", "127.0.0.1:50051".to_owned())?;
+        let default_name = analytics_addr
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            listen: config::addr("BEACON_LISTEN_ADDR", "0.0.0.0:8081")?,
+            admin: config::addr("BEACON_ADMIN_ADDR", "0.0.0.0:9081")?,
+            db: DbConfig::from_env("beacon_api", "api")?,
+            http: HttpLimits {
+                body_bytes: config::or("BEACON_MAX_BODY_BYTES", 64 * 1024)?,
+                request_timeout: config::millis("BEACON_REQUEST_TIMEOUT_MS", 10_000)?,
+            },
+            signing_key_file: config::required("BEACON_JWT_SIGNING_KEY_FILE")?,
+            public_key_file: config::required("BEACON_JWT_PUBLIC_KEY_FILE")?,
+            token_ttl: time::Duration::minutes(config::or("BEACON_TOKEN_TTL_MINUTES", 15)?),
+            analytics_server_name: config::or("BEACON_ANALYTICS_SERVER_NAME", default_name)?,
+            analytics_addr,
+            analytics_timeout: config::millis("BEACON_ANALYTICS_TIMEOUT_MS", 3_000)?,
+            tls: TlsFiles::from_env("BEACON_TLS")?,
+        })
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub verifier: Arc<TokenVerifier>,
+    pub signer: Arc<TokenSigner>,
+    pub analytics: Analytics,
+}
+
+impl FromRef<AppState> for Arc<TokenVerifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    admin: AdminServer,
+    router: axum::Router,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let read = |var: &str, path: &str| {
+            std::fs::read(path)
+                .map_err(|e| config::ConfigError::new(var, format!("cannot read {path}: {e}")))
+        };
+        let private = read("BEACON_JWT_SIGNING_KEY_FILE", &config.signing_key_file)?;
+        let public = read("BEACON_JWT_PUBLIC_KEY_FILE", &config.public_key_file)?;
+        let signer = Arc::new(TokenSigner::new(&private, &public, config.token_ttl)?);
+        let verifier = Arc::new(TokenVerifier::from_env()?);
+        // The signing key and the published public key must be a pair.
+        let (probe, _) = signer.sign("probe".into(), uuid::Uuid::nil(), "")?;
+        verifier.verify(&probe).map_err(|e| {
+            anyhow::anyhow!(
+                "BEACON_JWT_SIGNING_KEY_FILE does not match BEACON_JWT_PUBLIC_KEY_FILE: {e}"
+            )
+        })?;
+
+        let client_tls = tls::Reloading::new(config.tls.clone(), tls::client_config)?;
+        let channel = tls::grpc_channel(
+            &config.analytics_addr,
+            &config.analytics_server_name,
+            client_tls.clone(),
+            config.analytics_timeout,
+        )?;
+        let analytics = AnalyticsClient::with_interceptor(channel, GrpcTracePropagation);
+        let pool = config.db.pool();
+        let analytics_check = {
+            let (addr, name) = (
+                config.analytics_addr.clone(),
+                config.analytics_server_name.clone(),
+            );
+            Check::new("analytics", move || {
+                let (tls, addr, name) = (client_tls.clone(), addr.clone(), name.clone());
+                async move {
+                    tokio::time::timeout(Duration::from_secs(1), tls::connect(&tls, &addr, &name))
+                        .await
+                        .map_err(|_| "timed out".to_owned())?
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            })
+        };
+        let state = AppState {
+            pool: pool.clone(),
+            verifier,
+            signer,
+            analytics,
+        };
+        let listener = platform::http::bind(config.listen).await?;
+        let admin =
+            AdminServer::bind(config.admin, vec![Check::postgres(pool), analytics_check]).await?;
+        tracing::info!(addr = %listener.local_addr()?, admin = %admin.local_addr(), "api listening");
+        Ok(Self {
+            listener,
+            admin,
+            router: router(state, config.http),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin.local_addr().port()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let admin = tokio::spawn(self.admin.run(shutdown.clone()));
+        platform::http::serve(
+            self.listener,
+            self.router,
+            shutdown,
+            Duration::from_secs(10),
+        )
+        .await?;
+        admin.await??;
+        Ok(())
+    }
+}

@@ -145,3 +145,44 @@ impl TokenVerifier {
         self.verify(token.trim())
     }
 }
+
+/// An axum extractor: the verified claims of the request's bearer token. A handler
+/// that takes it cannot forget authentication; scopes are checked with [`Claims::require`].
+#[derive(Debug, Clone)]
+pub struct Bearer(pub Claims);
+
+impl<S> axum::extract::FromRequestParts<S> for Bearer
+where
+    S: Send + Sync,
+    std::sync::Arc<TokenVerifier>: axum::extract::FromRef<S>,
+{
+    type Rejection = crate::http::Problem;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let verifier =
+            <std::sync::Arc<TokenVerifier> as axum::extract::FromRef<S>>::from_ref(state);
+        match verifier.verify_bearer(parts.headers.get(http::header::AUTHORIZATION)) {
+            Ok(claims) => Ok(Self(claims)),
+            Err(e) => {
+                tracing::info!(reason = %e, "token refused");
+                Err(crate::http::Problem::unauthorized())
+            }
+        }
+    }
+}
+
+impl Claims {
+    /// 403 problem unless the token carries `scope`.
+    pub fn require(&self, scope: &str) -> Result<(), crate::http::Problem> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            tracing::info!(sub = %self.sub, needed = scope, "scope missing");
+            Err(crate::http::Problem::forbidden()
+                .detail(format!("this credential lacks the {scope} scope")))
+        }
+    }
+}

@@ -175,3 +175,30 @@ impl tonic::service::Interceptor for GrpcTracePropagation {
         Ok(request)
     }
 }
+
+/// gRPC server side: a span per call, named by the method path and parented on the
+/// caller's `traceparent` metadata. Use as `Server::builder().layer(grpc_trace_layer())`.
+pub fn grpc_trace_layer() -> tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::GrpcErrorsAsFailures>,
+    GrpcMakeSpan,
+> {
+    tower_http::trace::TraceLayer::new_for_grpc().make_span_with(GrpcMakeSpan)
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct GrpcMakeSpan;
+
+impl<B> tower_http::trace::MakeSpan<B> for GrpcMakeSpan {
+    fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
+        let path = request.uri().path();
+        let span = tracing::info_span!(
+            "grpc.request",
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.method = %path,
+        );
+        set_parent_from_headers(&span, request.headers());
+        span
+    }
+}

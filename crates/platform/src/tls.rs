@@ -256,6 +256,10 @@ impl AllowedCallers {
         Self(Arc::new(ids))
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn authorize<T>(&self, request: &tonic::Request<T>) -> Result<String, tonic::Status> {
         let certs = request
             .peer_certs()
@@ -279,4 +283,27 @@ impl tonic::service::Interceptor for AllowedCallers {
         self.authorize(&request)?;
         Ok(request)
     }
+}
+
+/// A lazily connecting gRPC channel to `addr` (host:port) over mutual TLS, verifying
+/// the server as `server_name`. Certificates are re-read when they change.
+pub fn grpc_channel(
+    addr: &str,
+    server_name: &str,
+    tls: Arc<ReloadingClient>,
+    request_timeout: Duration,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(request_timeout);
+    let (addr, server_name) = (addr.to_owned(), server_name.to_owned());
+    Ok(
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |_uri: http::Uri| {
+            let (tls, addr, server_name) = (tls.clone(), addr.clone(), server_name.clone());
+            async move {
+                let stream = connect(&tls, &addr, &server_name).await?;
+                Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        })),
+    )
 }

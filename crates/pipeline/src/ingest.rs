@@ -1,0 +1,243 @@
+//! `pipeline ingest`: the public event intake. No database credential, by design.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{FromRef, State},
+    http::{HeaderMap, StatusCode, header},
+    routing::post,
+};
+use domain::Limits;
+use platform::{
+    Shutdown,
+    admin::{AdminServer, Check},
+    auth::{Bearer, TokenVerifier, scope},
+    config,
+    http::{HttpLimits, Problem},
+};
+use tokio::net::TcpListener;
+
+use crate::{BatchOutcome, NDJSON, batch_problem, limits_from_env};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// The loader sidecar: must be a loopback address.
+    pub loader_url: String,
+    pub http: HttpLimits,
+    pub limits: Limits,
+    pub loader_timeout: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> config::Result<Self> {
+        Ok(Self {
+            listen: config::addr("BEACON_LISTEN_ADDR", "0.0.0.0:8082")?,
+            admin: config::addr("BEACON_ADMIN_ADDR", "0.0.0.0:9082")?,
+            loader_url: config::or("BEACON_LOADER_URL", "http://127.0.0.1:8083".to_owned())?,
+            http: HttpLimits {
+                body_bytes: config::or("BEACON_MAX_BODY_BYTES", 8 * 1024 * 1024)?,
+                request_timeout: config::millis(
+                    "BEACON_REQUEST_TIMEOUT_MS",
+                    crate::default_timeout().as_millis() as u64,
+                )?,
+            },
+            limits: limits_from_env()?,
+            loader_timeout: config::millis("BEACON_LOADER_TIMEOUT_MS", 20_000)?,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+struct AppState {
+    verifier: Arc<TokenVerifier>,
+    loader: reqwest::Client,
+    batches_url: String,
+    limits: Limits,
+}
+
+impl FromRef<AppState> for Arc<TokenVerifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or("");
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+        || rest.starts_with("[::1]")
+}
+
+/// The ingest router; tested without a socket.
+pub fn router(config: &Config, verifier: Arc<TokenVerifier>) -> anyhow::Result<Router> {
+    anyhow::ensure!(
+        is_loopback_url(&config.loader_url),
+        "BEACON_LOADER_URL must be an http:// loopback address (the loader is a sidecar), got {}",
+        config.loader_url
+    );
+    let loader = reqwest::Client::builder()
+        .timeout(config.loader_timeout)
+        .no_proxy()
+        .build()?;
+    let state = AppState {
+        verifier,
+        loader,
+        batches_url: format!("{}/v1/batches", config.loader_url.trim_end_matches('/')),
+        limits: config.limits,
+    };
+    let router = Router::new()
+        .route("/v1/events", post(post_events))
+        .with_state(state);
+    Ok(platform::http::with_standard_layers(router, config.http))
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %claims.tenant, events = tracing::field::Empty))]
+async fn post_events(
+    State(state): State<AppState>,
+    Bearer(claims): Bearer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<BatchOutcome>, Problem> {
+    claims.require(scope::EVENTS_WRITE)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with(NDJSON) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+        )
+        .detail(format!("send {NDJSON}")));
+    }
+    let events = domain::parse_ndjson(&body, &state.limits, time::OffsetDateTime::now_utc())
+        .map_err(|e| {
+            metrics::counter!("ingest_batches_rejected_total").increment(1);
+            batch_problem(&e)
+        })?;
+    tracing::Span::current().record("events", events.len());
+    let mut forward = platform::telemetry::current_context_headers();
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        forward.insert(header::AUTHORIZATION, auth.clone());
+    }
+    forward.insert(header::CONTENT_TYPE, NDJSON.parse().expect("static header"));
+    let response = state
+        .loader
+        .post(&state.batches_url)
+        .headers(forward)
+        .body(domain::to_ndjson(&events))
+        .send()
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "loader unreachable");
+            Problem::unavailable().detail("the batch was not stored; retry it")
+        })?;
+    let status = response.status();
+    if status.is_success() {
+        let outcome: BatchOutcome = response.json().await.map_err(|e| {
+            tracing::error!(error = %e, "bad loader answer");
+            Problem::unavailable()
+                .detail("the batch may not be stored; retry it (re-sent events are deduplicated)")
+        })?;
+        metrics::counter!("ingest_events_accepted_total").increment(outcome.accepted);
+        metrics::counter!("ingest_events_duplicate_total").increment(outcome.duplicates);
+        return Ok(Json(outcome));
+    }
+    tracing::warn!(status = status.as_u16(), "loader refused batch");
+    Err(match status {
+        StatusCode::UNAUTHORIZED => Problem::unauthorized(),
+        StatusCode::BAD_REQUEST => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-batch",
+            "Invalid event batch",
+        ),
+        _ => Problem::unavailable().detail("the batch was not stored; retry it"),
+    })
+}
+
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    admin: AdminServer,
+    router: Router,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let verifier = Arc::new(TokenVerifier::from_env()?);
+        Self::build_with(config, verifier).await
+    }
+
+    pub async fn build_with(config: Config, verifier: Arc<TokenVerifier>) -> anyhow::Result<Self> {
+        let router = router(&config, verifier)?;
+        let loader_ready = {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(1))
+                .no_proxy()
+                .build()?;
+            let url = format!("{}/healthz", config.loader_url.trim_end_matches('/'));
+            Check::new("loader", move || {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    match client.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => Ok(()),
+                        Ok(r) => Err(format!("loader answered {}", r.status())),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            })
+        };
+        let listener = platform::http::bind(config.listen).await?;
+        let admin = AdminServer::bind(config.admin, vec![loader_ready]).await?;
+        tracing::info!(addr = %listener.local_addr()?, admin = %admin.local_addr(), "ingest listening");
+        Ok(Self {
+            listener,
+            admin,
+            router,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin.local_addr().port()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let admin = tokio::spawn(self.admin.run(shutdown.clone()));
+        platform::http::serve(
+            self.listener,
+            self.router,
+            shutdown,
+            Duration::from_secs(25),
+        )
+        .await?;
+        admin.await??;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn loader_must_be_on_loopback() {
+        assert!(is_loopback_url("http://127.0.0.1:8083"));
+        assert!(is_loopback_url("http://localhost:8083"));
+        assert!(is_loopback_url("http://[::1]:8083"));
+        assert!(!is_loopback_url("http://loader.beacon-pipeline.svc:8083"));
+        assert!(!is_loopback_url("http://10.0.0.5:8083"));
+        assert!(!is_loopback_url("https://127.0.0.1.evil.example:8083"));
+    }
+}

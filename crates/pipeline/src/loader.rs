@@ -1,0 +1,230 @@
+//! `pipeline loader`: the sidecar that writes validated batches to `raw.events`.
+//!
+//! It listens on loopback only (it refuses any other address), so only containers of
+//! its own pod reach it. It trusts nothing ingest says: it verifies the caller's
+//! token again, re-parses the batch with the same rules, and inserts in a transaction
+//! whose tenant comes from that token. Row-level security (`WITH CHECK`) refuses any
+//! row of another tenant, so even a bug here cannot write across tenants.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{FromRef, State},
+    routing::post,
+};
+use domain::{Event, Limits};
+use platform::{
+    Shutdown,
+    admin::{AdminServer, Check},
+    auth::{Bearer, TokenVerifier, scope},
+    config,
+    db::DbConfig,
+    http::{HttpLimits, Problem},
+};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+use crate::{BatchOutcome, batch_problem, limits_from_env};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub db: DbConfig,
+    pub http: HttpLimits,
+    pub limits: Limits,
+}
+
+impl Config {
+    pub fn from_env() -> config::Result<Self> {
+        Ok(Self {
+            listen: config::addr("BEACON_LISTEN_ADDR", "127.0.0.1:8083")?,
+            admin: config::addr("BEACON_ADMIN_ADDR", "0.0.0.0:9083")?,
+            db: DbConfig::from_env("beacon_loader", "loader")?,
+            http: HttpLimits {
+                body_bytes: config::or("BEACON_MAX_BODY_BYTES", 16 * 1024 * 1024)?,
+                request_timeout: config::millis("BEACON_REQUEST_TIMEOUT_MS", 20_000)?,
+            },
+            limits: limits_from_env()?,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+struct AppState {
+    verifier: Arc<TokenVerifier>,
+    pool: PgPool,
+    limits: Limits,
+}
+
+impl FromRef<AppState> for Arc<TokenVerifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+pub fn router(pool: PgPool, verifier: Arc<TokenVerifier>, config: &Config) -> Router {
+    let state = AppState {
+        verifier,
+        pool,
+        limits: config.limits,
+    };
+    let router = Router::new()
+        .route("/v1/batches", post(post_batch))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .with_state(state);
+    platform::http::with_standard_layers(router, config.http)
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %claims.tenant))]
+async fn post_batch(
+    State(state): State<AppState>,
+    Bearer(claims): Bearer,
+    body: Bytes,
+) -> Result<Json<BatchOutcome>, Problem> {
+    claims.require(scope::EVENTS_WRITE)?;
+    let events = domain::parse_ndjson(&body, &state.limits, time::OffsetDateTime::now_utc())
+        .map_err(|e| batch_problem(&e))?;
+    let accepted = insert_batch(&state.pool, claims.tenant, &events)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "batch insert failed");
+            Problem::unavailable().detail("the batch was not stored; retry it")
+        })?;
+    let outcome = BatchOutcome {
+        accepted,
+        duplicates: events.len() as u64 - accepted,
+    };
+    metrics::counter!("loader_events_stored_total").increment(outcome.accepted);
+    tracing::info!(
+        accepted = outcome.accepted,
+        duplicates = outcome.duplicates,
+        "batch committed"
+    );
+    Ok(Json(outcome))
+}
+
+/// Inserts a batch in one statement and one transaction (all or nothing). Re-sent
+/// events are skipped by `ON CONFLICT DO NOTHING`, which needs only INSERT. Returns
+/// how many rows were new.
+pub async fn insert_batch(
+    pool: &PgPool,
+    tenant: Uuid,
+    events: &[Event],
+) -> Result<u64, sqlx::Error> {
+    let n = events.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut at = Vec::with_capacity(n);
+    let mut campaigns = Vec::with_capacity(n);
+    let mut channels = Vec::with_capacity(n);
+    let mut users = Vec::with_capacity(n);
+    let mut costs = Vec::with_capacity(n);
+    let mut revenues = Vec::with_capacity(n);
+    let mut currencies = Vec::with_capacity(n);
+    let mut utm: [Vec<Option<&str>>; 5] = Default::default();
+    for e in events {
+        ids.push(e.event_id.as_str());
+        types.push(e.event_type.as_str());
+        at.push(e.occurred_at);
+        campaigns.push(e.campaign.as_str());
+        channels.push(e.channel.as_str());
+        users.push(e.user_key.as_deref());
+        costs.push(e.cost_micros);
+        revenues.push(e.revenue_micros);
+        currencies.push(e.currency.as_str());
+        for (column, value) in utm.iter_mut().zip([
+            &e.utm_source,
+            &e.utm_medium,
+            &e.utm_campaign,
+            &e.utm_term,
+            &e.utm_content,
+        ]) {
+            column.push(value.as_deref());
+        }
+    }
+    let mut tx = platform::db::begin_for_tenant(pool, tenant).await?;
+    let result = sqlx::query(
+        "INSERT INTO raw.events (tenant_id, event_id, event_type, occurred_at, campaign, channel, user_key,
+                                 cost_micros, revenue_micros, currency,
+                                 utm_source, utm_medium, utm_campaign, utm_term, utm_content)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
+                                  $8::bigint[], $9::bigint[], $10::text[],
+                                  $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
+         ON CONFLICT (tenant_id, event_id) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&at)
+    .bind(&campaigns)
+    .bind(&channels)
+    .bind(&users)
+    .bind(&costs)
+    .bind(&revenues)
+    .bind(&currencies)
+    .bind(&utm[0])
+    .bind(&utm[1])
+    .bind(&utm[2])
+    .bind(&utm[3])
+    .bind(&utm[4])
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(result.rows_affected())
+}
+
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    admin: AdminServer,
+    router: Router,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let verifier = Arc::new(TokenVerifier::from_env()?);
+        Self::build_with(config, verifier).await
+    }
+
+    pub async fn build_with(config: Config, verifier: Arc<TokenVerifier>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.listen.ip().is_loopback(),
+            "BEACON_LISTEN_ADDR: the loader listens on loopback only (it is a sidecar), refusing {}",
+            config.listen
+        );
+        let pool = config.db.pool();
+        let listener = platform::http::bind(config.listen).await?;
+        let admin = AdminServer::bind(config.admin, vec![Check::postgres(pool.clone())]).await?;
+        tracing::info!(addr = %listener.local_addr()?, admin = %admin.local_addr(), "loader listening");
+        Ok(Self {
+            listener,
+            admin,
+            router: router(pool, verifier, &config),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin.local_addr().port()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let admin = tokio::spawn(self.admin.run(shutdown.clone()));
+        platform::http::serve(
+            self.listener,
+            self.router,
+            shutdown,
+            Duration::from_secs(25),
+        )
+        .await?;
+        admin.await??;
+        Ok(())
+    }
+}
