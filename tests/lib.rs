@@ -1,1 +1,182 @@
+//! Test harness: every Beacon service started in-process on free ports against a fresh
+//! database, with freshly generated certificates and keys. Each service is the same
+//! `App` its binary runs; only the configuration differs.
 
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use platform::{Shutdown, auth::TokenVerifier, db::DbConfig, http::HttpLimits, tls::TlsFiles};
+use sqlx::{Connection, PgConnection, PgPool};
+
+#[derive(Debug)]
+pub struct Stack {
+    pub admin: PgPool,
+    pub certs: tempfile::TempDir,
+    pub api_url: String,
+    pub ingest_url: String,
+    pub dashboard_url: String,
+    pub loader_port: u16,
+    pub admin_ports: Vec<(&'static str, u16)>,
+    pub shutdown: Shutdown,
+    pub client: reqwest::Client,
+}
+
+fn local(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Stack {
+    pub fn cert(&self, name: &str) -> PathBuf {
+        self.certs.path().join(name)
+    }
+
+    pub fn tls_files(&self, component: &str) -> TlsFiles {
+        TlsFiles {
+            cert: self.cert(&format!("{component}.crt")),
+            key: self.cert(&format!("{component}.key")),
+            ca: self.cert("ca.crt"),
+        }
+    }
+
+    pub fn db(&self, role: &str) -> DbConfig {
+        DbConfig::for_role(&self.admin.connect_options(), role)
+    }
+
+    /// A connection as the migrator (acting as the owner), for seeding like an operator.
+    pub async fn owner(&self) -> PgConnection {
+        PgConnection::connect_with(
+            &self
+                .admin
+                .connect_options()
+                .as_ref()
+                .clone()
+                .username(db::MIGRATOR_ROLE),
+        )
+        .await
+        .expect("connect as migrator")
+    }
+
+    /// Migrates the database and starts analytics, api, loader, ingest and dashboard.
+    pub async fn start(admin: PgPool) -> anyhow::Result<Self> {
+        platform::telemetry::init_propagator();
+        db::setup(&admin).await?;
+        let certs = tempfile::tempdir()?;
+        xtask::certs::generate(certs.path())?;
+        let shutdown = Shutdown::new();
+        let http = HttpLimits {
+            body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+        };
+        let mut stack = Self {
+            admin,
+            certs,
+            api_url: String::new(),
+            ingest_url: String::new(),
+            dashboard_url: String::new(),
+            loader_port: 0,
+            admin_ports: Vec::new(),
+            shutdown: shutdown.clone(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(20))
+                .build()?,
+        };
+        let public = std::fs::read(stack.cert("jwt-public.pem"))?;
+        let verifier = Arc::new(TokenVerifier::from_public_pems(&[public])?);
+
+        let analytics = analytics::App::build(analytics::Config {
+            listen: local(0),
+            admin: local(0),
+            db: stack.db("beacon_analytics"),
+            tls: stack.tls_files("analytics"),
+            request_timeout: Duration::from_secs(5),
+            max_range_days: 731,
+        })
+        .await?;
+        let analytics_port = analytics.port();
+        stack
+            .admin_ports
+            .push(("analytics", analytics.admin_port()));
+        tokio::spawn(analytics.run_until_stopped(shutdown.clone()));
+
+        let api = api::App::build(api::Config {
+            listen: local(0),
+            admin: local(0),
+            db: stack.db("beacon_api"),
+            http,
+            signing_key_file: stack.cert("jwt-signing.key").to_string_lossy().into_owned(),
+            public_key_file: stack.cert("jwt-public.pem").to_string_lossy().into_owned(),
+            previous_public_key_file: None,
+            token_ttl: time::Duration::minutes(15),
+            analytics_addr: format!("127.0.0.1:{analytics_port}"),
+            analytics_server_name: "analytics".into(),
+            analytics_timeout: Duration::from_secs(3),
+            tls: stack.tls_files("api"),
+        })
+        .await?;
+        stack.api_url = format!("http://127.0.0.1:{}", api.port());
+        stack.admin_ports.push(("api", api.admin_port()));
+        tokio::spawn(api.run_until_stopped(shutdown.clone()));
+
+        let limits = domain::Limits::default();
+        let loader = pipeline::loader::App::build_with(
+            pipeline::loader::Config {
+                listen: local(0),
+                admin: local(0),
+                db: stack.db("beacon_loader"),
+                http,
+                limits,
+            },
+            verifier.clone(),
+        )
+        .await?;
+        stack.loader_port = loader.port();
+        stack.admin_ports.push(("loader", loader.admin_port()));
+        tokio::spawn(loader.run_until_stopped(shutdown.clone()));
+
+        let ingest = pipeline::ingest::App::build_with(
+            pipeline::ingest::Config {
+                listen: local(0),
+                admin: local(0),
+                loader_url: format!("http://127.0.0.1:{}", stack.loader_port),
+                http,
+                limits,
+                loader_timeout: Duration::from_secs(10),
+            },
+            verifier,
+        )
+        .await?;
+        stack.ingest_url = format!("http://127.0.0.1:{}", ingest.port());
+        stack.admin_ports.push(("ingest", ingest.admin_port()));
+        tokio::spawn(ingest.run_until_stopped(shutdown.clone()));
+
+        let dashboard = dashboard::App::build(dashboard::Config {
+            listen: local(0),
+            admin: local(0),
+            api_url: stack.api_url.clone(),
+            secure_cookies: false,
+            http,
+            api_timeout: Duration::from_secs(5),
+        })
+        .await?;
+        stack.dashboard_url = format!("http://127.0.0.1:{}", dashboard.port());
+        stack
+            .admin_ports
+            .push(("dashboard", dashboard.admin_port()));
+        tokio::spawn(dashboard.run_until_stopped(shutdown.clone()));
+        Ok(stack)
+    }
+
+    /// Runs transform once, as `beacon_transform`.
+    pub async fn transform(&self) -> pipeline::transform::RunStats {
+        pipeline::transform::run_once(&self.db("beacon_transform").pool())
+            .await
+            .expect("transform")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}

@@ -111,8 +111,8 @@ impl Analytics for AnalyticsService {
         let mut tx = platform::db::begin_for_tenant(&self.pool, tenant)
             .await
             .map_err(db_error)?;
-        // No tenant in the WHERE clause beyond the index hint: row-level security keeps
-        // this transaction inside its tenant whatever the query says.
+        // The tenant filter is for the index; row-level security keeps this transaction
+        // inside its tenant whatever the query says (see crates/db/tests/access_model.rs).
         let row: (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
             "SELECT
                 coalesce(sum(impressions)    FILTER (WHERE day >= $1), 0)::bigint,
@@ -126,12 +126,13 @@ impl Analytics for AnalyticsService {
                 coalesce(sum(spend_micros)   FILTER (WHERE day < $1), 0)::bigint,
                 coalesce(sum(revenue_micros) FILTER (WHERE day < $1), 0)::bigint
              FROM output.daily_campaign_facts
-             WHERE tenant_id = app.current_tenant() AND day BETWEEN $2 AND $3 AND currency = $4",
+             WHERE tenant_id = $5 AND day BETWEEN $2 AND $3 AND currency = $4",
         )
         .bind(from)
         .bind(prev_from)
         .bind(to)
         .bind(&req.currency)
+        .bind(tenant)
         .fetch_one(&mut *tx)
         .await
         .map_err(db_error)?;

@@ -36,6 +36,8 @@ pub struct Config {
     pub http: HttpLimits,
     pub signing_key_file: String,
     pub public_key_file: String,
+    /// Still accepted while keys rotate.
+    pub previous_public_key_file: Option<String>,
     pub token_ttl: time::Duration,
     /// host:port of the analytics gRPC service.
     pub analytics_addr: String,
@@ -63,6 +65,7 @@ impl Config {
             },
             signing_key_file: config::required("BEACON_JWT_SIGNING_KEY_FILE")?,
             public_key_file: config::required("BEACON_JWT_PUBLIC_KEY_FILE")?,
+            previous_public_key_file: config::optional("BEACON_JWT_PREVIOUS_PUBLIC_KEY_FILE")?,
             token_ttl: time::Duration::minutes(config::or("BEACON_TOKEN_TTL_MINUTES", 15)?),
             analytics_server_name: config::or("BEACON_ANALYTICS_SERVER_NAME", default_name)?,
             analytics_addr,
@@ -103,7 +106,11 @@ impl App {
         let private = read("BEACON_JWT_SIGNING_KEY_FILE", &config.signing_key_file)?;
         let public = read("BEACON_JWT_PUBLIC_KEY_FILE", &config.public_key_file)?;
         let signer = Arc::new(TokenSigner::new(&private, &public, config.token_ttl)?);
-        let verifier = Arc::new(TokenVerifier::from_env()?);
+        let mut public_keys = vec![public.clone()];
+        if let Some(previous) = &config.previous_public_key_file {
+            public_keys.push(read("BEACON_JWT_PREVIOUS_PUBLIC_KEY_FILE", previous)?);
+        }
+        let verifier = Arc::new(TokenVerifier::from_public_pems(&public_keys)?);
         // The signing key and the published public key must be a pair.
         let (probe, _) = signer.sign("probe".into(), uuid::Uuid::nil(), "")?;
         verifier.verify(&probe).map_err(|e| {

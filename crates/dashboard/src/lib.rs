@@ -1,1 +1,118 @@
-#![doc = "stub"]
+//! Beacon's web dashboard. Server-rendered, no inline script, no third-party origin.
+//! It has no database role and no privileges of its own: it holds the signed-in
+//! user's access token in an HttpOnly, SameSite=Strict cookie and calls the API with
+//! it, so it can never show more than that user may see.
+
+mod format;
+mod pages;
+
+use std::{net::SocketAddr, time::Duration};
+
+use platform::{
+    Shutdown,
+    admin::{AdminServer, Check},
+    config,
+    http::HttpLimits,
+};
+use tokio::net::TcpListener;
+
+pub use format::{format_count, format_money, format_ratio};
+pub use pages::router;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// Base URL of the API (`http://api.beacon-api.svc:8081`).
+    pub api_url: String,
+    /// Mark cookies `Secure` and send HSTS (whenever served over TLS).
+    pub secure_cookies: bool,
+    pub http: HttpLimits,
+    pub api_timeout: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> config::Result<Self> {
+        Ok(Self {
+            listen: config::addr("BEACON_LISTEN_ADDR", "0.0.0.0:8080")?,
+            admin: config::addr("BEACON_ADMIN_ADDR", "0.0.0.0:9080")?,
+            api_url: config::or("BEACON_API_URL", "http://127.0.0.1:8081".to_owned())?,
+            secure_cookies: config::or("BEACON_SECURE_COOKIES", true)?,
+            http: HttpLimits {
+                body_bytes: config::or("BEACON_MAX_BODY_BYTES", 16 * 1024)?,
+                request_timeout: config::millis("BEACON_REQUEST_TIMEOUT_MS", 10_000)?,
+            },
+            api_timeout: config::millis("BEACON_API_TIMEOUT_MS", 5_000)?,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    admin: AdminServer,
+    router: axum::Router,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(config.api_timeout)
+            .no_proxy()
+            .build()?;
+        let api_check = {
+            let (client, url) = (
+                client.clone(),
+                format!("{}/v1/auth/token", config.api_url.trim_end_matches('/')),
+            );
+            // Reachable = the API answers at all (a 405 on GET is an answer).
+            Check::new("api", move || {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    match client
+                        .get(&url)
+                        .timeout(Duration::from_secs(1))
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_server_error() => {
+                            Err(format!("api answered {}", r.status()))
+                        }
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            })
+        };
+        let router = router(&config, client);
+        let listener = platform::http::bind(config.listen).await?;
+        let admin = AdminServer::bind(config.admin, vec![api_check]).await?;
+        tracing::info!(addr = %listener.local_addr()?, admin = %admin.local_addr(), "dashboard listening");
+        Ok(Self {
+            listener,
+            admin,
+            router,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin.local_addr().port()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let admin = tokio::spawn(self.admin.run(shutdown.clone()));
+        platform::http::serve(
+            self.listener,
+            self.router,
+            shutdown,
+            Duration::from_secs(10),
+        )
+        .await?;
+        admin.await??;
+        Ok(())
+    }
+}

@@ -108,8 +108,10 @@ async fn post_batch(
 }
 
 /// Inserts a batch in one statement and one transaction (all or nothing). Re-sent
-/// events are skipped by `ON CONFLICT DO NOTHING`, which needs only INSERT. Returns
-/// how many rows were new.
+/// events are skipped by `ON CONFLICT DO NOTHING`, which needs only INSERT. It names no
+/// conflict target on purpose: a target makes PostgreSQL require SELECT on its columns,
+/// and the loader must never read. The primary key (tenant_id, event_id) is the only
+/// unique constraint, so it is the one that dedupes. Returns how many rows were new.
 pub async fn insert_batch(
     pool: &PgPool,
     tenant: Uuid,
@@ -154,7 +156,7 @@ pub async fn insert_batch(
          SELECT $1, * FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
                                   $8::bigint[], $9::bigint[], $10::text[],
                                   $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
-         ON CONFLICT (tenant_id, event_id) DO NOTHING",
+         ON CONFLICT DO NOTHING",
     )
     .bind(tenant)
     .bind(&ids)

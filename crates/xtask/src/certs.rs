@@ -1,0 +1,132 @@
+//! Development credentials: an internal CA with one mTLS certificate per workload
+//! (SPIFFE URI SAN + DNS names), and the API's Ed25519 token-signing key pair.
+//! Production issues these with cert-manager and a secret manager instead.
+
+use std::path::Path;
+
+use anyhow::Context;
+use platform::access::AccessModel;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ED25519, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+/// Certificates for these components are generated (those that speak mTLS).
+pub const TLS_COMPONENTS: [&str; 3] = ["api", "analytics", "dashboard"];
+
+fn write(dir: &Path, name: &str, contents: &str) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    if name.ends_with(".key") || name.ends_with("-key.pem") {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// A CA. Its key signs the workload certificates.
+pub struct Ca {
+    pub cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+impl Ca {
+    pub fn new(name: &str) -> anyhow::Result<Self> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Beacon development");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+        params.not_after = OffsetDateTime::now_utc() + Duration::days(365);
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A workload certificate for `spiffe_id`, valid for `dns` names and 127.0.0.1,
+    /// from `not_before` to `not_after`. Returns (cert PEM, key PEM).
+    pub fn issue(
+        &self,
+        spiffe_id: &str,
+        dns: &[String],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> anyhow::Result<(String, String)> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            dns.first().map(String::as_str).unwrap_or("workload"),
+        );
+        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
+        for name in dns {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(name.as_str().try_into()?));
+        }
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// The DNS names of a component's Service.
+pub fn dns_names(model: &AccessModel, component: &str) -> Vec<String> {
+    let ns = &model.components[component].namespace;
+    vec![
+        component.to_owned(),
+        format!("{component}.{ns}.svc"),
+        format!("{component}.{ns}.svc.cluster.local"),
+        "localhost".to_owned(),
+    ]
+}
+
+/// Writes `ca.crt`, `<component>.crt`/`.key` for each TLS component, and
+/// `jwt-signing.key` / `jwt-public.pem` into `dir`.
+pub fn generate(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let model = AccessModel::load();
+    let ca = Ca::new("Beacon development CA")?;
+    write(dir, "ca.crt", &ca.cert_pem)?;
+    let now = OffsetDateTime::now_utc();
+    for component in TLS_COMPONENTS {
+        let id = model
+            .spiffe_id(component)
+            .context("component missing from the access model")?;
+        let (cert, key) = ca.issue(
+            &id,
+            &dns_names(&model, component),
+            now - Duration::hours(1),
+            now + Duration::days(90),
+        )?;
+        write(dir, &format!("{component}.crt"), &cert)?;
+        write(dir, &format!("{component}.key"), &key)?;
+    }
+    let jwt = KeyPair::generate_for(&PKCS_ED25519)?;
+    write(dir, "jwt-signing.key", &jwt.serialize_pem())?;
+    write(dir, "jwt-public.pem", &jwt.public_key_pem())?;
+    Ok(())
+}
