@@ -33,6 +33,24 @@ fn db_problem(e: sqlx::Error) -> Problem {
     Problem::unavailable()
 }
 
+#[derive(sqlx::FromRow)]
+struct LoginRow {
+    user_id: Uuid,
+    tenant_id: Uuid,
+    password_hash: String,
+    role: String,
+    disabled: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    key_id: Uuid,
+    tenant_id: Uuid,
+    secret_hash: Vec<u8>,
+    scopes: Vec<String>,
+    revoked: bool,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(tag = "grant_type", rename_all = "snake_case", deny_unknown_fields)]
 enum TokenRequest {
@@ -73,26 +91,32 @@ async fn token(
     })?;
     let (sub, tenant, scopes) = match request {
         TokenRequest::Password { username, password } => {
-            let row: Option<(Uuid, Uuid, String, String, bool)> =
+            let row: Option<LoginRow> =
                 sqlx::query_as("SELECT user_id, tenant_id, password_hash, role, disabled FROM app.login_lookup($1)")
                     .bind(&username)
                     .fetch_optional(&state.pool)
                     .await
                     .map_err(db_problem)?;
             let password_ok = {
-                let stored = row.as_ref().map(|r| r.2.clone());
+                let stored = row.as_ref().map(|r| r.password_hash.clone());
                 tokio::task::spawn_blocking(move || verify_password(&password, stored.as_deref()))
                     .await
                     .unwrap_or(false)
             };
             match row {
-                Some((user, tenant, _, role, false)) if password_ok => {
+                Some(LoginRow {
+                    user_id,
+                    tenant_id,
+                    role,
+                    disabled: false,
+                    ..
+                }) if password_ok => {
                     let scopes = if role == "admin" {
                         format!("{} {}", scope::KPIS_READ, scope::TENANT_ADMIN)
                     } else {
                         scope::KPIS_READ.to_owned()
                     };
-                    (format!("user:{user}"), tenant, scopes)
+                    (format!("user:{user_id}"), tenant_id, scopes)
                 }
                 _ => {
                     tracing::info!("login refused");
@@ -102,7 +126,7 @@ async fn token(
         }
         TokenRequest::ClientCredentials { client_secret } => {
             let (prefix, hash) = parse_api_key(&client_secret).ok_or_else(invalid_credentials)?;
-            let row: Option<(Uuid, Uuid, Vec<u8>, Vec<String>, bool)> = sqlx::query_as(
+            let row: Option<KeyRow> = sqlx::query_as(
                 "SELECT key_id, tenant_id, secret_hash, scopes, revoked FROM app.api_key_lookup($1)",
             )
             .bind(&prefix)
@@ -110,8 +134,14 @@ async fn token(
             .await
             .map_err(db_problem)?;
             match row {
-                Some((key, tenant, stored, scopes, false)) if constant_time_eq(&stored, &hash) => {
-                    (format!("key:{key}"), tenant, scopes.join(" "))
+                Some(KeyRow {
+                    key_id,
+                    tenant_id,
+                    secret_hash,
+                    scopes,
+                    revoked: false,
+                }) if constant_time_eq(&secret_hash, &hash) => {
+                    (format!("key:{key_id}"), tenant_id, scopes.join(" "))
                 }
                 _ => return Err(invalid_credentials()),
             }

@@ -32,23 +32,28 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// with the request id, never returned.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
+    /// The problem type, a slug under `https://beacon.dev/problems/`.
+    #[serde(rename = "type", serialize_with = "problem_type")]
+    pub kind: &'static str,
+    pub title: &'static str,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<serde_json::Value>,
+    pub errors: Option<Box<serde_json::Value>>,
     #[serde(skip)]
     pub retry_after: Option<u64>,
 }
 
+fn problem_type<S: serde::Serializer>(slug: &&'static str, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("https://beacon.dev/problems/{slug}"))
+}
+
 impl Problem {
-    pub fn new(status: StatusCode, slug: &str, title: &str) -> Self {
+    pub fn new(status: StatusCode, slug: &'static str, title: &'static str) -> Self {
         Self {
-            kind: format!("https://beacon.dev/problems/{slug}"),
-            title: title.to_owned(),
+            kind: slug,
+            title,
             status: status.as_u16(),
             detail: None,
             errors: None,
@@ -60,7 +65,7 @@ impl Problem {
         self
     }
     pub fn errors(mut self, errors: serde_json::Value) -> Self {
-        self.errors = Some(errors);
+        self.errors = Some(Box::new(errors));
         self
     }
     pub fn retry_after(mut self, seconds: u64) -> Self {

@@ -75,7 +75,7 @@ pub fn render(model: &AccessModel) -> String {
         out,
         "\n## gRPC callers\n\n| server | allowed caller identities |\n| --- | --- |"
     );
-    for (server, _) in &model.grpc {
+    for server in model.grpc.keys() {
         let _ = writeln!(
             out,
             "| {server} | {} |",

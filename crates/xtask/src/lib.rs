@@ -1,4 +1,8 @@
 //! Developer commands behind `cargo xtask`, and the helpers tests share with them.
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line tool talks to its user on stdout"
+)]
 
 pub mod access;
 pub mod certs;

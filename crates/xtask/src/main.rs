@@ -1,4 +1,8 @@
 //! `cargo xtask <command>`.
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line tool talks to its user on stdout"
+)]
 
 use clap::{Parser, Subcommand};
 
