@@ -186,3 +186,137 @@ impl Claims {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+
+    use super::*;
+
+    struct Keys {
+        private: Vec<u8>,
+        public: Vec<u8>,
+    }
+
+    fn keys() -> Keys {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        Keys {
+            private: pair.serialize_pem().into_bytes(),
+            public: pair.public_key_pem().into_bytes(),
+        }
+    }
+
+    fn claims(offset_exp: i64, offset_nbf: i64) -> Claims {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: "user:1".into(),
+            tenant: Uuid::from_u128(1),
+            scope: scope::KPIS_READ.into(),
+            iat: now,
+            nbf: now + offset_nbf,
+            exp: now + offset_exp,
+            jti: Uuid::from_u128(2),
+        }
+    }
+
+    fn sign(keys: &Keys, claims: &Claims) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key_id(&keys.public).unwrap());
+        encode(
+            &header,
+            claims,
+            &EncodingKey::from_ed_pem(&keys.private).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn valid_tokens_verify_with_current_and_previous_key() {
+        let (current, previous) = (keys(), keys());
+        let verifier =
+            TokenVerifier::from_public_pems(&[current.public.clone(), previous.public.clone()])
+                .unwrap();
+        let c = claims(600, 0);
+        assert_eq!(verifier.verify(&sign(&current, &c)).unwrap(), c);
+        assert_eq!(verifier.verify(&sign(&previous, &c)).unwrap(), c);
+    }
+
+    #[test]
+    fn forged_and_broken_tokens_are_refused() {
+        let good = keys();
+        let verifier = TokenVerifier::from_public_pems(&[good.public.clone()]).unwrap();
+        let kid = key_id(&good.public).unwrap();
+        let c = claims(600, 0);
+        let b64 = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+        let body = b64(&serde_json::to_value(&c).unwrap());
+
+        // alg: none, no signature.
+        let none = format!(
+            "{}.{body}.",
+            b64(&serde_json::json!({ "alg": "none", "typ": "JWT", "kid": kid }))
+        );
+        assert!(verifier.verify(&none).is_err());
+        // HS256 keyed with the public key (algorithm confusion).
+        let mut hs = Header::new(Algorithm::HS256);
+        hs.kid = Some(kid.clone());
+        let confused = encode(&hs, &c, &EncodingKey::from_secret(&good.public)).unwrap();
+        assert!(verifier.verify(&confused).is_err());
+        // Signed by another key that claims our kid.
+        let other = keys();
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some(kid.clone());
+        let wrong_key = encode(&h, &c, &EncodingKey::from_ed_pem(&other.private).unwrap()).unwrap();
+        assert!(verifier.verify(&wrong_key).is_err());
+        // Unknown kid.
+        assert_eq!(
+            verifier.verify(&sign(&other, &c)),
+            Err(TokenError::UnknownKey)
+        );
+        // Expired, not yet valid.
+        assert!(verifier.verify(&sign(&good, &claims(-60, -120))).is_err());
+        assert!(verifier.verify(&sign(&good, &claims(600, 120))).is_err());
+        // Wrong audience, wrong issuer.
+        assert!(
+            verifier
+                .verify(&sign(
+                    &good,
+                    &Claims {
+                        aud: "other".into(),
+                        ..c.clone()
+                    }
+                ))
+                .is_err()
+        );
+        assert!(
+            verifier
+                .verify(&sign(
+                    &good,
+                    &Claims {
+                        iss: "evil".into(),
+                        ..c.clone()
+                    }
+                ))
+                .is_err()
+        );
+        // Tampered claims: another tenant, same signature.
+        let token = sign(&good, &c);
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let tampered_body = b64(&serde_json::to_value(Claims {
+            tenant: Uuid::from_u128(99),
+            ..c.clone()
+        })
+        .unwrap());
+        parts[1] = &tampered_body;
+        assert!(verifier.verify(&parts.join(".")).is_err());
+        // Garbage and missing bearer prefix.
+        assert_eq!(verifier.verify("not-a-jwt"), Err(TokenError::Malformed));
+        let header = http::HeaderValue::from_str(&token).unwrap();
+        assert_eq!(
+            verifier.verify_bearer(Some(&header)),
+            Err(TokenError::Malformed)
+        );
+    }
+}
