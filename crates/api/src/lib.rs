@@ -9,18 +9,16 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::extract::FromRef;
 use platform::{
-    Shutdown,
-    admin::{AdminServer, Check},
+    admin::Check,
     auth::TokenVerifier,
     config,
     db::DbConfig,
-    http::HttpLimits,
+    http::{HttpLimits, HttpService},
     telemetry::GrpcTracePropagation,
     tls::{self, TlsFiles},
 };
 use proto::analytics::v1::analytics_client::AnalyticsClient;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 pub use credentials::TokenSigner;
@@ -90,15 +88,12 @@ impl FromRef<AppState> for Arc<TokenVerifier> {
     }
 }
 
+/// Builds the bound API service.
 #[derive(Debug)]
-pub struct App {
-    listener: TcpListener,
-    admin: AdminServer,
-    router: axum::Router,
-}
+pub struct App;
 
 impl App {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(config: Config) -> anyhow::Result<HttpService> {
         let read = |var: &str, path: &str| {
             std::fs::read(path)
                 .map_err(|e| config::ConfigError::new(var, format!("cannot read {path}: {e}")))
@@ -150,35 +145,15 @@ impl App {
             signer,
             analytics,
         };
-        let listener = platform::http::bind(config.listen).await?;
-        let admin =
-            AdminServer::bind(config.admin, vec![Check::postgres(pool), analytics_check]).await?;
-        tracing::info!(addr = %listener.local_addr()?, admin = %admin.local_addr(), "api listening");
-        Ok(Self {
-            listener,
-            admin,
-            router: router(state, config.http),
-        })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
-    }
-
-    pub fn admin_port(&self) -> u16 {
-        self.admin.local_addr().port()
-    }
-
-    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let admin = tokio::spawn(self.admin.run(shutdown.clone()));
-        platform::http::serve(
-            self.listener,
-            self.router,
-            shutdown,
+        let checks = vec![Check::postgres(pool), analytics_check];
+        HttpService::bind(
+            "api",
+            config.listen,
+            config.admin,
+            checks,
+            router(state, config.http),
             Duration::from_secs(10),
         )
-        .await?;
-        admin.await??;
-        Ok(())
+        .await
     }
 }

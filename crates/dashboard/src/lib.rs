@@ -9,12 +9,10 @@ mod pages;
 use std::{net::SocketAddr, time::Duration};
 
 use platform::{
-    Shutdown,
-    admin::{AdminServer, Check},
+    admin::Check,
     config,
-    http::HttpLimits,
+    http::{HttpLimits, HttpService},
 };
-use tokio::net::TcpListener;
 
 pub use format::{format_count, format_money, format_ratio};
 pub use pages::router;
@@ -47,15 +45,12 @@ impl Config {
     }
 }
 
+/// Builds the bound dashboard service.
 #[derive(Debug)]
-pub struct App {
-    listener: TcpListener,
-    admin: AdminServer,
-    router: axum::Router,
-}
+pub struct App;
 
 impl App {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(config: Config) -> anyhow::Result<HttpService> {
         let client = reqwest::Client::builder()
             .timeout(config.api_timeout)
             .no_proxy()
@@ -85,34 +80,14 @@ impl App {
             })
         };
         let router = router(&config, client);
-        let listener = platform::http::bind(config.listen).await?;
-        let admin = AdminServer::bind(config.admin, vec![api_check]).await?;
-        tracing::info!(addr = %listener.local_addr()?, admin = %admin.local_addr(), "dashboard listening");
-        Ok(Self {
-            listener,
-            admin,
+        HttpService::bind(
+            "dashboard",
+            config.listen,
+            config.admin,
+            vec![api_check],
             router,
-        })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
-    }
-
-    pub fn admin_port(&self) -> u16 {
-        self.admin.local_addr().port()
-    }
-
-    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let admin = tokio::spawn(self.admin.run(shutdown.clone()));
-        platform::http::serve(
-            self.listener,
-            self.router,
-            shutdown,
             Duration::from_secs(10),
         )
-        .await?;
-        admin.await??;
-        Ok(())
+        .await
     }
 }

@@ -11,13 +11,11 @@ use axum::{
 };
 use domain::Limits;
 use platform::{
-    Shutdown,
-    admin::{AdminServer, Check},
+    admin::Check,
     auth::{Bearer, TokenVerifier, scope},
     config,
-    http::{HttpLimits, Problem},
+    http::{HttpLimits, HttpService, Problem},
 };
-use tokio::net::TcpListener;
 
 use crate::{BatchOutcome, NDJSON, batch_problem, limits_from_env};
 
@@ -163,20 +161,20 @@ async fn post_events(
     })
 }
 
+/// Builds the bound ingest service.
 #[derive(Debug)]
-pub struct App {
-    listener: TcpListener,
-    admin: AdminServer,
-    router: Router,
-}
+pub struct App;
 
 impl App {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(config: Config) -> anyhow::Result<HttpService> {
         let verifier = Arc::new(TokenVerifier::from_env()?);
         Self::build_with(config, verifier).await
     }
 
-    pub async fn build_with(config: Config, verifier: Arc<TokenVerifier>) -> anyhow::Result<Self> {
+    pub async fn build_with(
+        config: Config,
+        verifier: Arc<TokenVerifier>,
+    ) -> anyhow::Result<HttpService> {
         let router = router(&config, verifier)?;
         let loader_ready = {
             let client = reqwest::Client::builder()
@@ -195,35 +193,15 @@ impl App {
                 }
             })
         };
-        let listener = platform::http::bind(config.listen).await?;
-        let admin = AdminServer::bind(config.admin, vec![loader_ready]).await?;
-        tracing::info!(addr = %listener.local_addr()?, admin = %admin.local_addr(), "ingest listening");
-        Ok(Self {
-            listener,
-            admin,
+        HttpService::bind(
+            "ingest",
+            config.listen,
+            config.admin,
+            vec![loader_ready],
             router,
-        })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
-    }
-
-    pub fn admin_port(&self) -> u16 {
-        self.admin.local_addr().port()
-    }
-
-    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let admin = tokio::spawn(self.admin.run(shutdown.clone()));
-        platform::http::serve(
-            self.listener,
-            self.router,
-            shutdown,
             Duration::from_secs(25),
         )
-        .await?;
-        admin.await??;
-        Ok(())
+        .await
     }
 }
 

@@ -16,15 +16,13 @@ use axum::{
 };
 use domain::{Event, Limits};
 use platform::{
-    Shutdown,
-    admin::{AdminServer, Check},
+    admin::Check,
     auth::{Bearer, TokenVerifier, scope},
     config,
     db::DbConfig,
-    http::{HttpLimits, Problem},
+    http::{HttpLimits, HttpService, Problem},
 };
 use sqlx::PgPool;
-use tokio::net::TcpListener;
 use uuid::Uuid;
 
 use crate::{BatchOutcome, batch_problem, limits_from_env};
@@ -179,54 +177,36 @@ pub async fn insert_batch(
     Ok(result.rows_affected())
 }
 
+/// Builds the bound loader service.
 #[derive(Debug)]
-pub struct App {
-    listener: TcpListener,
-    admin: AdminServer,
-    router: Router,
-}
+pub struct App;
 
 impl App {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(config: Config) -> anyhow::Result<HttpService> {
         let verifier = Arc::new(TokenVerifier::from_env()?);
         Self::build_with(config, verifier).await
     }
 
-    pub async fn build_with(config: Config, verifier: Arc<TokenVerifier>) -> anyhow::Result<Self> {
+    pub async fn build_with(
+        config: Config,
+        verifier: Arc<TokenVerifier>,
+    ) -> anyhow::Result<HttpService> {
         anyhow::ensure!(
             config.listen.ip().is_loopback(),
             "BEACON_LISTEN_ADDR: the loader listens on loopback only (it is a sidecar), refusing {}",
             config.listen
         );
         let pool = config.db.pool();
-        let listener = platform::http::bind(config.listen).await?;
-        let admin = AdminServer::bind(config.admin, vec![Check::postgres(pool.clone())]).await?;
-        tracing::info!(addr = %listener.local_addr()?, admin = %admin.local_addr(), "loader listening");
-        Ok(Self {
-            listener,
-            admin,
-            router: router(pool, verifier, &config),
-        })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
-    }
-
-    pub fn admin_port(&self) -> u16 {
-        self.admin.local_addr().port()
-    }
-
-    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let admin = tokio::spawn(self.admin.run(shutdown.clone()));
-        platform::http::serve(
-            self.listener,
-            self.router,
-            shutdown,
+        let checks = vec![Check::postgres(pool.clone())];
+        let router = router(pool, verifier, &config);
+        HttpService::bind(
+            "loader",
+            config.listen,
+            config.admin,
+            checks,
+            router,
             Duration::from_secs(25),
         )
-        .await?;
-        admin.await??;
-        Ok(())
+        .await
     }
 }

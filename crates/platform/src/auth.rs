@@ -247,7 +247,7 @@ mod tests {
     #[test]
     fn forged_and_broken_tokens_are_refused() {
         let good = keys();
-        let verifier = TokenVerifier::from_public_pems(&[good.public.clone()]).unwrap();
+        let verifier = TokenVerifier::from_public_pems(std::slice::from_ref(&good.public)).unwrap();
         let kid = key_id(&good.public).unwrap();
         let c = claims(600, 0);
         let b64 = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());

@@ -254,3 +254,50 @@ pub async fn serve(
         None => Ok(()),
     }
 }
+
+/// A bound HTTP service with its admin server: what every HTTP `App::build` returns.
+#[derive(Debug)]
+pub struct HttpService {
+    listener: TcpListener,
+    admin: crate::admin::AdminServer,
+    router: Router,
+    drain: Duration,
+}
+
+impl HttpService {
+    /// Binds the public and admin listeners.
+    pub async fn bind(
+        name: &'static str,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        checks: Vec<crate::admin::Check>,
+        router: Router,
+        drain: Duration,
+    ) -> anyhow::Result<Self> {
+        let listener = bind(listen).await?;
+        let admin = crate::admin::AdminServer::bind(admin, checks).await?;
+        tracing::info!(service = name, addr = %listener.local_addr()?, admin = %admin.local_addr(), "listening");
+        Ok(Self {
+            listener,
+            admin,
+            router,
+            drain,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin.local_addr().port()
+    }
+
+    /// Serves until shutdown, then drains for at most the configured time.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let admin = tokio::spawn(self.admin.run(shutdown.clone()));
+        serve(self.listener, self.router, shutdown, self.drain).await?;
+        admin.await??;
+        Ok(())
+    }
+}
