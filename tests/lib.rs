@@ -90,7 +90,8 @@ impl Stack {
             db: stack.db("beacon_analytics"),
             tls: stack.tls_files("analytics"),
             request_timeout: Duration::from_secs(5),
-            max_range_days: 731,
+            bounds: analytics::Bounds::default(),
+            reflection: false,
         })
         .await?;
         let analytics_port = analytics.port();

@@ -425,7 +425,8 @@ async fn analytics_refuses_callers_other_than_api(admin: PgPool) {
         db: stack.db("beacon_analytics"),
         tls: stack.tls_files("analytics"),
         request_timeout: std::time::Duration::from_secs(5),
-        max_range_days: 731,
+        bounds: analytics::Bounds::default(),
+        reflection: false,
     })
     .await
     .unwrap();

@@ -2,6 +2,9 @@
 //! `beacon_analytics`, under row-level security, for callers authenticated by mutual
 //! TLS and authorized by their workload identity (from the access model).
 
+mod anomaly;
+pub mod kpis;
+mod queries;
 mod service;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -18,7 +21,7 @@ use proto::analytics::v1::analytics_server::AnalyticsServer;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-pub use service::AnalyticsService;
+pub use service::{AnalyticsService, Bounds};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -28,8 +31,10 @@ pub struct Config {
     pub tls: TlsFiles,
     /// Calls without a shorter `grpc-timeout` are cut off after this.
     pub request_timeout: Duration,
-    /// The longest date range one request may ask for.
-    pub max_range_days: i64,
+    /// Date-range and page-size limits.
+    pub bounds: Bounds,
+    /// Serve gRPC reflection (off by default: it describes the API to anyone who may call).
+    pub reflection: bool,
 }
 
 impl Config {
@@ -40,7 +45,12 @@ impl Config {
             db: DbConfig::from_env("beacon_analytics", "analytics")?,
             tls: TlsFiles::from_env("BEACON_TLS")?,
             request_timeout: config::millis("BEACON_REQUEST_TIMEOUT_MS", 5_000)?,
-            max_range_days: config::or("BEACON_MAX_RANGE_DAYS", 731)?,
+            bounds: Bounds {
+                max_range_days: config::or("BEACON_MAX_RANGE_DAYS", 731)?,
+                max_page_size: config::or("BEACON_MAX_PAGE_SIZE", 100)?,
+                default_page_size: 25,
+            },
+            reflection: config::or("BEACON_GRPC_REFLECTION", false)?,
         })
     }
 }
@@ -91,12 +101,22 @@ impl App {
         health
             .set_serving::<AnalyticsServer<AnalyticsService>>()
             .await;
-        let service = AnalyticsService::new(self.pool, self.config.max_range_days);
+        let service = AnalyticsService::new(self.pool, self.config.bounds);
+        let reflection = if self.config.reflection {
+            Some(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                    .build_v1()?,
+            )
+        } else {
+            None
+        };
         let incoming = tls::incoming(self.listener, self.tls, Duration::from_secs(5));
         let server = tonic::transport::Server::builder()
             .timeout(self.config.request_timeout)
             .layer(platform::telemetry::grpc_trace_layer())
             .add_service(health_service)
+            .add_optional_service(reflection)
             .add_service(AnalyticsServer::with_interceptor(service, self.callers))
             .serve_with_incoming_shutdown(incoming, shutdown.wait());
         platform::shutdown::drain(&shutdown, Duration::from_secs(10), server)

@@ -1,0 +1,228 @@
+//! The SQL. Every query runs in a transaction whose tenant is set with `SET LOCAL`
+//! (`platform::db::begin_for_tenant`), so row-level security, not only the WHERE
+//! clause, keeps tenants apart. Queries read only `output` (O(days × campaigns)),
+//! never `raw`, so their cost does not grow with event volume.
+
+use proto::analytics::v1::{
+    CampaignAttribution, CampaignKpis, ChannelKpis, Kpi, TimeSeriesPoint, Totals,
+};
+use sqlx::{PgPool, Postgres, Transaction};
+use tonic::Status;
+
+use crate::{kpis, service::Scope};
+
+/// The five summed facts, as selected by every aggregate query.
+#[derive(sqlx::FromRow)]
+struct Sums {
+    i: i64,
+    c: i64,
+    v: i64,
+    s: i64,
+    r: i64,
+}
+
+impl From<Sums> for Totals {
+    fn from(x: Sums) -> Self {
+        kpis::totals(x.i, x.c, x.v, x.s, x.r)
+    }
+}
+
+const SUMS: &str = "coalesce(sum(impressions), 0)::bigint AS i, coalesce(sum(clicks), 0)::bigint AS c,
+                    coalesce(sum(conversions), 0)::bigint AS v, coalesce(sum(spend_micros), 0)::bigint AS s,
+                    coalesce(sum(revenue_micros), 0)::bigint AS r";
+
+async fn begin(
+    pool: &PgPool,
+    scope: &Scope,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = platform::db::begin_for_tenant(pool, scope.tenant).await?;
+    sqlx::query("SET TRANSACTION READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+pub(crate) async fn overview(
+    pool: &PgPool,
+    scope: &Scope,
+    prev_from: time::Date,
+) -> Result<(Totals, Totals), sqlx::Error> {
+    let mut tx = begin(pool, scope).await?;
+    let rows: Vec<(bool, Sums)> = sqlx::query_as::<_, (bool, i64, i64, i64, i64, i64)>(&format!(
+        "SELECT day >= $2 AS current, {SUMS} FROM output.daily_campaign_facts
+         WHERE tenant_id = $1 AND day BETWEEN $3 AND $4 AND currency = $5
+         GROUP BY 1"
+    ))
+    .bind(scope.tenant)
+    .bind(scope.from)
+    .bind(prev_from)
+    .bind(scope.to)
+    .bind(&scope.currency)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(cur, i, c, v, s, r)| (cur, Sums { i, c, v, s, r }))
+    .collect();
+    tx.commit().await?;
+    let zero = || kpis::totals(0, 0, 0, 0, 0);
+    let (mut current, mut previous) = (zero(), zero());
+    for (is_current, sums) in rows {
+        if is_current {
+            current = sums.into();
+        } else {
+            previous = sums.into();
+        }
+    }
+    Ok((current, previous))
+}
+
+pub(crate) fn encode_page_token(offset: u64) -> String {
+    format!("o{offset}")
+}
+
+pub(crate) fn decode_page_token(token: &str) -> Result<u64, Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token
+        .strip_prefix('o')
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|n| *n <= 1_000_000)
+        .ok_or_else(|| Status::invalid_argument("invalid page_token"))
+}
+
+pub(crate) async fn campaigns(
+    pool: &PgPool,
+    scope: &Scope,
+    sort: Kpi,
+    ascending: bool,
+    limit: u32,
+    offset: u64,
+) -> Result<(Vec<CampaignKpis>, u64), sqlx::Error> {
+    let direction = if ascending { "ASC" } else { "DESC" };
+    let order = kpis::sort_expression(sort);
+    let mut tx = begin(pool, scope).await?;
+    let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(&format!(
+        "WITH per_campaign AS (
+             SELECT campaign, {SUMS} FROM output.daily_campaign_facts
+             WHERE tenant_id = $1 AND day BETWEEN $2 AND $3 AND currency = $4
+             GROUP BY campaign)
+         SELECT campaign, i, c, v, s, r, count(*) OVER () FROM per_campaign
+         ORDER BY {order} {direction} NULLS LAST, campaign
+         LIMIT $5 OFFSET $6"
+    ))
+    .bind(scope.tenant)
+    .bind(scope.from)
+    .bind(scope.to)
+    .bind(&scope.currency)
+    .bind(i64::from(limit))
+    .bind(offset as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let total = rows.first().map(|r| r.6 as u64).unwrap_or(0);
+    let campaigns = rows
+        .into_iter()
+        .map(|(campaign, i, c, v, s, r, _)| CampaignKpis {
+            campaign,
+            totals: Some(kpis::totals(i, c, v, s, r)),
+        })
+        .collect();
+    Ok((campaigns, total))
+}
+
+pub(crate) async fn time_series(
+    pool: &PgPool,
+    scope: &Scope,
+    week: bool,
+    campaign: Option<&str>,
+) -> Result<Vec<TimeSeriesPoint>, sqlx::Error> {
+    let unit = if week { "week" } else { "day" };
+    let mut tx = begin(pool, scope).await?;
+    let rows: Vec<(time::Date, i64, i64, i64, i64, i64)> = sqlx::query_as(&format!(
+        "WITH periods AS (
+             SELECT p::date AS period FROM generate_series(date_trunc('{unit}', $2::date), $3::date, interval '1 {unit}') p),
+         facts AS (
+             SELECT date_trunc('{unit}', day)::date AS period, {SUMS} FROM output.daily_campaign_facts
+             WHERE tenant_id = $1 AND day BETWEEN $2 AND $3 AND currency = $4
+               AND ($5::text IS NULL OR campaign = $5)
+             GROUP BY 1)
+         SELECT periods.period, coalesce(i, 0), coalesce(c, 0), coalesce(v, 0), coalesce(s, 0), coalesce(r, 0)
+         FROM periods LEFT JOIN facts USING (period) ORDER BY 1"
+    ))
+    .bind(scope.tenant)
+    .bind(scope.from)
+    .bind(scope.to)
+    .bind(&scope.currency)
+    .bind(campaign)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|(day, i, c, v, s, r)| TimeSeriesPoint {
+            period_start: crate::service::format_date(day),
+            totals: Some(kpis::totals(i, c, v, s, r)),
+        })
+        .collect())
+}
+
+pub(crate) async fn channels(
+    pool: &PgPool,
+    scope: &Scope,
+) -> Result<Vec<ChannelKpis>, sqlx::Error> {
+    let mut tx = begin(pool, scope).await?;
+    let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT channel, {SUMS} FROM output.daily_campaign_facts
+         WHERE tenant_id = $1 AND day BETWEEN $2 AND $3 AND currency = $4
+         GROUP BY channel ORDER BY s DESC, channel"
+    ))
+    .bind(scope.tenant)
+    .bind(scope.from)
+    .bind(scope.to)
+    .bind(&scope.currency)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|(channel, i, c, v, s, r)| ChannelKpis {
+            channel,
+            totals: Some(kpis::totals(i, c, v, s, r)),
+        })
+        .collect())
+}
+
+pub(crate) async fn attribution(
+    pool: &PgPool,
+    scope: &Scope,
+) -> Result<Vec<CampaignAttribution>, sqlx::Error> {
+    let mut tx = begin(pool, scope).await?;
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT campaign,
+                coalesce(sum(conversions_micros) FILTER (WHERE model = 'last_click'), 0)::bigint,
+                coalesce(sum(revenue_micros)     FILTER (WHERE model = 'last_click'), 0)::bigint,
+                coalesce(sum(conversions_micros) FILTER (WHERE model = 'linear'), 0)::bigint,
+                coalesce(sum(revenue_micros)     FILTER (WHERE model = 'linear'), 0)::bigint
+         FROM output.attribution
+         WHERE tenant_id = $1 AND day BETWEEN $2 AND $3 AND currency = $4
+         GROUP BY campaign ORDER BY 3 DESC, campaign",
+    )
+    .bind(scope.tenant)
+    .bind(scope.from)
+    .bind(scope.to)
+    .bind(&scope.currency)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|(campaign, lc, lr, nc, nr)| CampaignAttribution {
+            campaign,
+            last_click_conversions_micros: lc,
+            last_click_revenue_micros: lr,
+            linear_conversions_micros: nc,
+            linear_revenue_micros: nr,
+        })
+        .collect())
+}
