@@ -42,6 +42,7 @@ async fn begin(
     Ok(tx)
 }
 
+#[tracing::instrument(name = "db.query", skip_all, fields(db.system = "postgresql", db.operation = "overview", otel.kind = "client"))]
 pub(crate) async fn overview(
     pool: &PgPool,
     scope: &Scope,
@@ -91,6 +92,7 @@ pub(crate) fn decode_page_token(token: &str) -> Result<u64, Status> {
         .ok_or_else(|| Status::invalid_argument("invalid page_token"))
 }
 
+#[tracing::instrument(name = "db.query", skip_all, fields(db.system = "postgresql", db.operation = "campaigns", otel.kind = "client"))]
 pub(crate) async fn campaigns(
     pool: &PgPool,
     scope: &Scope,
@@ -131,6 +133,7 @@ pub(crate) async fn campaigns(
     Ok((campaigns, total))
 }
 
+#[tracing::instrument(name = "db.query", skip_all, fields(db.system = "postgresql", db.operation = "time_series", otel.kind = "client"))]
 pub(crate) async fn time_series(
     pool: &PgPool,
     scope: &Scope,
@@ -167,6 +170,7 @@ pub(crate) async fn time_series(
         .collect())
 }
 
+#[tracing::instrument(name = "db.query", skip_all, fields(db.system = "postgresql", db.operation = "channels", otel.kind = "client"))]
 pub(crate) async fn channels(
     pool: &PgPool,
     scope: &Scope,
@@ -193,6 +197,7 @@ pub(crate) async fn channels(
         .collect())
 }
 
+#[tracing::instrument(name = "db.query", skip_all, fields(db.system = "postgresql", db.operation = "attribution", otel.kind = "client"))]
 pub(crate) async fn attribution(
     pool: &PgPool,
     scope: &Scope,

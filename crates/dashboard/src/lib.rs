@@ -91,3 +91,9 @@ impl App {
         .await
     }
 }
+
+/// Reads the configuration from the environment, builds and serves until `shutdown`.
+pub async fn run(shutdown: platform::Shutdown) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    App::build(config).await?.run_until_stopped(shutdown).await
+}

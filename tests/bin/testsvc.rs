@@ -1,0 +1,15 @@
+//! Runs one Beacon service exactly as its own binary does (`platform::service::main`
+//! with the service's `run`), so tests in this crate can start real processes, kill
+//! them, and collect their telemetry: `beacon-testsvc api|analytics|dashboard`.
+
+fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("api") => platform::service::main("api", api::run),
+        Some("analytics") => platform::service::main("analytics", analytics::run),
+        Some("dashboard") => platform::service::main("dashboard", dashboard::run),
+        _ => {
+            eprintln!("usage: beacon-testsvc api|analytics|dashboard");
+            std::process::exit(2);
+        }
+    }
+}
