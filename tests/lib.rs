@@ -15,6 +15,8 @@ pub struct Stack {
     pub ingest_url: String,
     pub dashboard_url: String,
     pub loader_port: u16,
+    /// host:port of the analytics gRPC server (mutual TLS).
+    pub analytics_addr: String,
     pub admin_ports: Vec<(&'static str, u16)>,
     pub shutdown: Shutdown,
     pub client: reqwest::Client,
@@ -73,6 +75,7 @@ impl Stack {
             ingest_url: String::new(),
             dashboard_url: String::new(),
             loader_port: 0,
+            analytics_addr: String::new(),
             admin_ports: Vec::new(),
             shutdown: shutdown.clone(),
             client: reqwest::Client::builder()
@@ -95,6 +98,7 @@ impl Stack {
         })
         .await?;
         let analytics_port = analytics.port();
+        stack.analytics_addr = format!("127.0.0.1:{analytics_port}");
         stack
             .admin_ports
             .push(("analytics", analytics.admin_port()));

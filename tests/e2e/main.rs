@@ -1,5 +1,6 @@
 //! End to end: events in through ingest → loader → raw, transform → output, and the
 //! overview out through dashboard → api → analytics, for two tenants.
 
+mod identity;
 mod tracing;
 mod walking_skeleton;

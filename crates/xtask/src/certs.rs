@@ -12,6 +12,8 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
+const DEV_CA: &str = "Beacon development CA";
+
 /// Certificates for these components are generated (those that speak mTLS).
 pub const TLS_COMPONENTS: [&str; 3] = ["api", "analytics", "dashboard"];
 
@@ -39,7 +41,7 @@ impl std::fmt::Debug for Ca {
 }
 
 impl Ca {
-    pub fn new(name: &str) -> anyhow::Result<Self> {
+    fn params(name: &str) -> CertificateParams {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, name);
         params
@@ -49,12 +51,30 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
         params.not_after = OffsetDateTime::now_utc() + Duration::days(365);
+        params
+    }
+
+    pub fn new(name: &str) -> anyhow::Result<Self> {
+        let params = Self::params(name);
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         Ok(Self {
             cert_pem: cert.pem(),
             issuer: Issuer::new(params, key),
         })
+    }
+
+    /// The development CA written by [`generate`], to issue more certificates.
+    pub fn from_files(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let key = KeyPair::from_pem(&std::fs::read_to_string(key)?)?;
+        Ok(Self {
+            cert_pem: std::fs::read_to_string(cert)?,
+            issuer: Issuer::new(Self::params(DEV_CA), key),
+        })
+    }
+
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
     }
 
     /// A workload certificate for `spiffe_id`, valid for `dns` names and 127.0.0.1,
@@ -104,13 +124,15 @@ pub fn dns_names(model: &AccessModel, component: &str) -> Vec<String> {
     ]
 }
 
-/// Writes `ca.crt`, `<component>.crt`/`.key` for each TLS component, and
+/// Writes `ca.crt` (and its key `ca.key`), `<component>.crt`/`.key` for each TLS component, and
 /// `jwt-signing.key` / `jwt-public.pem` into `dir`.
 pub fn generate(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let model = AccessModel::load();
-    let ca = Ca::new("Beacon development CA")?;
+    let ca = Ca::new(DEV_CA)?;
     write(dir, "ca.crt", &ca.cert_pem)?;
+    // The CA key stays on the developer's machine; nothing deploys it.
+    write(dir, "ca.key", &ca.key_pem())?;
     let now = OffsetDateTime::now_utc();
     for component in TLS_COMPONENTS {
         let id = model

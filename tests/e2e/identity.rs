@@ -1,0 +1,235 @@
+//! Service identity: analytics accepts the `api` workload and nobody else, whatever
+//! else they hold; certificates rotate without a restart.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use beacon_e2e::Stack;
+use platform::tls::{self, Reloading, TlsFiles};
+use proto::analytics::v1::{DateRange, OverviewRequest, analytics_client::AnalyticsClient};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tonic::Code;
+use xtask::certs::Ca;
+
+fn request() -> OverviewRequest {
+    OverviewRequest {
+        tenant_id: uuid::Uuid::new_v4().to_string(),
+        range: Some(DateRange {
+            from: "2026-01-01".into(),
+            to: "2026-01-31".into(),
+        }),
+        currency: "EUR".into(),
+    }
+}
+
+async fn call(addr: &str, tls: Arc<tls::ReloadingClient>) -> Result<(), tonic::Status> {
+    let channel = tls::grpc_channel(addr, "analytics", tls, Duration::from_secs(3)).unwrap();
+    AnalyticsClient::new(channel)
+        .get_overview(request())
+        .await
+        .map(|_| ())
+}
+
+/// The TLS layer refused the connection with `alert` (TLS 1.3 reports a client
+/// certificate problem after the handshake, as a fatal alert on the first read).
+fn assert_tls_refused(status: &tonic::Status, alert: &str) {
+    assert!(
+        matches!(status.code(), Code::Unavailable | Code::Unknown),
+        "{status:?}"
+    );
+    assert!(
+        format!("{status:?}").contains(alert),
+        "expected TLS alert {alert}: {status:?}"
+    );
+}
+
+fn client(files: TlsFiles) -> Arc<tls::ReloadingClient> {
+    Reloading::new(files, tls::client_config).unwrap()
+}
+
+/// Writes a certificate and key under `dir` and returns the files (with `ca`).
+fn write_identity(dir: &Path, name: &str, (cert, key): (String, String), ca: &Path) -> TlsFiles {
+    let files = TlsFiles {
+        cert: dir.join(format!("{name}.crt")),
+        key: dir.join(format!("{name}.key")),
+        ca: ca.to_owned(),
+    };
+    std::fs::write(&files.cert, cert).unwrap();
+    std::fs::write(&files.key, key).unwrap();
+    files
+}
+
+/// A client that trusts the CA but presents no certificate at all.
+fn no_client_cert(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in tls::load_certs(&files.ca)? {
+        roots.add(cert)?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[sqlx::test(migrations = false)]
+async fn analytics_accepts_only_the_api_identity(admin: PgPool) {
+    let stack = Stack::start(admin).await.unwrap();
+    let addr = stack.analytics_addr.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let api_id = platform::access::AccessModel::load()
+        .spiffe_id("api")
+        .unwrap();
+    let now = OffsetDateTime::now_utc();
+
+    // The api identity is accepted.
+    call(&addr, client(stack.tls_files("api")))
+        .await
+        .expect("api is allowed");
+
+    // The dashboard holds a valid certificate from the same CA, but is not allowed.
+    let status = call(&addr, client(stack.tls_files("dashboard")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    // The api's identity, signed by another CA: the handshake fails.
+    let rogue = Ca::new("Rogue CA").unwrap();
+    let issued = rogue
+        .issue(
+            &api_id,
+            &["api".into()],
+            now - time::Duration::hours(1),
+            now + time::Duration::days(1),
+        )
+        .unwrap();
+    let forged = write_identity(dir.path(), "forged", issued, &stack.cert("ca.crt"));
+    let status = call(&addr, client(forged)).await.unwrap_err();
+    assert_tls_refused(&status, "UnknownCA");
+
+    // The api's identity from the right CA, but expired: refused.
+    let ca = Ca::from_files(&stack.cert("ca.crt"), &stack.cert("ca.key")).unwrap();
+    let expired = ca
+        .issue(
+            &api_id,
+            &["api".into()],
+            now - time::Duration::days(10),
+            now - time::Duration::days(1),
+        )
+        .unwrap();
+    let expired = write_identity(dir.path(), "expired", expired, &stack.cert("ca.crt"));
+    let status = call(&addr, client(expired)).await.unwrap_err();
+    assert_tls_refused(&status, "CertificateExpired");
+
+    // No client certificate: refused.
+    let status = call(
+        &addr,
+        Reloading::new(stack.tls_files("api"), no_client_cert).unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert_tls_refused(&status, "CertificateRequired");
+
+    // Plaintext gRPC: refused.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .timeout(Duration::from_secs(3))
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        assert!(
+            AnalyticsClient::new(channel)
+                .get_overview(request())
+                .await
+                .is_err()
+        );
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn certificates_rotate_without_a_restart(admin: PgPool) {
+    let stack = Stack::start(admin).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = platform::access::AccessModel::load();
+    let now = OffsetDateTime::now_utc();
+    let valid = (
+        now - time::Duration::hours(1),
+        now + time::Duration::days(1),
+    );
+
+    // An analytics server with its own copies of its files.
+    let server = TlsFiles {
+        cert: dir.path().join("server.crt"),
+        key: dir.path().join("server.key"),
+        ca: dir.path().join("server-ca.crt"),
+    };
+    std::fs::copy(stack.cert("analytics.crt"), &server.cert).unwrap();
+    std::fs::copy(stack.cert("analytics.key"), &server.key).unwrap();
+    std::fs::copy(stack.cert("ca.crt"), &server.ca).unwrap();
+    let app = analytics::App::build(analytics::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: "127.0.0.1:0".parse().unwrap(),
+        db: stack.db("beacon_analytics"),
+        tls: server.clone(),
+        request_timeout: Duration::from_secs(5),
+        bounds: analytics::Bounds::default(),
+        reflection: false,
+    })
+    .await
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped(stack.shutdown.clone()));
+
+    // The api client trusts only the original CA, from its own CA file.
+    let client_files = TlsFiles {
+        ca: dir.path().join("client-ca.crt"),
+        ..stack.tls_files("api")
+    };
+    std::fs::copy(stack.cert("ca.crt"), &client_files.ca).unwrap();
+    let api = client(client_files.clone());
+    call(&addr, api.clone()).await.expect("before rotation");
+
+    // Rotate the server to a certificate from a new CA (the server keeps trusting the
+    // old CA for its callers). New connections get the new certificate at once, so
+    // the client that does not trust the new CA yet is refused: the server reloaded.
+    let new_ca = Ca::new("Beacon CA 2").unwrap();
+    let rotated = new_ca
+        .issue(
+            &model.spiffe_id("analytics").unwrap(),
+            &xtask::certs::dns_names(&model, "analytics"),
+            valid.0,
+            valid.1,
+        )
+        .unwrap();
+    std::fs::write(&server.key, rotated.1).unwrap();
+    std::fs::write(&server.cert, rotated.0).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let status = call(&addr, api.clone()).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::Unavailable,
+        "server still presents the old certificate"
+    );
+
+    // The client's CA bundle gains the new CA: the same client object reloads it.
+    let bundle = format!(
+        "{}{}",
+        std::fs::read_to_string(stack.cert("ca.crt")).unwrap(),
+        new_ca.cert_pem
+    );
+    std::fs::write(&client_files.ca, bundle).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    call(&addr, api.clone())
+        .await
+        .expect("after the client reloaded its CA bundle");
+
+    // A broken rotation (garbage written) keeps the last good certificate.
+    std::fs::write(&server.cert, "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    call(&addr, api)
+        .await
+        .expect("last good certificate still served");
+}
