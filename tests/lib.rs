@@ -172,6 +172,51 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Creates the tenants, trades each one's API key for an ingest token, and pushes
+    /// `sizes[i]` generated events for tenant `i` through ingest. Returns the events
+    /// and the ingest tokens.
+    pub async fn seed(
+        &self,
+        tenants: &[xtask::seed::DemoTenant],
+        sizes: &[usize],
+        now: time::OffsetDateTime,
+    ) -> anyhow::Result<Vec<(Vec<domain::Event>, String)>> {
+        let mut owner = self.owner().await;
+        let mut out = Vec::new();
+        for (i, (tenant, size)) in tenants.iter().zip(sizes).enumerate() {
+            let key = xtask::seed::create_tenant(&mut owner, tenant).await?;
+            let token = xtask::seed::ingest_token(&self.client, &self.api_url, &key).await?;
+            let events =
+                xtask::seed::generate_events(7 + i as u64, *size, 50, tenant.currency, now);
+            let (accepted, duplicates) =
+                xtask::seed::push(&self.client, &self.ingest_url, &token, &events, 400).await?;
+            anyhow::ensure!(
+                (accepted, duplicates) == (events.len() as u64, 0),
+                "seed: {accepted} accepted, {duplicates} duplicates"
+            );
+            out.push((events, token));
+        }
+        Ok(out)
+    }
+
+    /// A gRPC client of analytics holding `component`'s certificate.
+    pub fn analytics_client(
+        &self,
+        component: &str,
+    ) -> proto::analytics::v1::analytics_client::AnalyticsClient<tonic::transport::Channel> {
+        let tls =
+            platform::tls::Reloading::new(self.tls_files(component), platform::tls::client_config)
+                .expect("client TLS");
+        let channel = platform::tls::grpc_channel(
+            &self.analytics_addr,
+            "analytics",
+            tls,
+            Duration::from_secs(5),
+        )
+        .expect("channel");
+        proto::analytics::v1::analytics_client::AnalyticsClient::new(channel)
+    }
+
     /// Runs transform once, as `beacon_transform`.
     pub async fn transform(&self) -> pipeline::transform::RunStats {
         pipeline::transform::run_once(&self.db("beacon_transform").pool())

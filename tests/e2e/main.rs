@@ -1,6 +1,7 @@
 //! End to end: events in through ingest → loader → raw, transform → output, and the
 //! overview out through dashboard → api → analytics, for two tenants.
 
+mod analytics_kpis;
 mod identity;
 mod tracing;
 mod walking_skeleton;

@@ -146,18 +146,8 @@ async fn dashboard_overview(stack: &Stack, email: &str, password: &str) -> Strin
 }
 
 async fn seed(stack: &Stack, tenants: &[DemoTenant], now: OffsetDateTime) -> Vec<Vec<Event>> {
-    let mut owner = stack.owner().await;
     let mut all = Vec::new();
-    for (i, t) in tenants.iter().enumerate() {
-        let key = create_tenant(&mut owner, t).await.unwrap();
-        let token = ingest_token(&stack.client, &stack.api_url, &key)
-            .await
-            .unwrap();
-        let events = generate_events(7 + i as u64, 1_500 + 700 * i, 50, t.currency, now);
-        let (accepted, duplicates) = push(&stack.client, &stack.ingest_url, &token, &events, 400)
-            .await
-            .unwrap();
-        assert_eq!((accepted, duplicates), (events.len() as u64, 0));
+    for (events, token) in stack.seed(tenants, &[1_500, 2_200], now).await.unwrap() {
         // Re-sending is harmless: every event is a duplicate, nothing is stored twice.
         let (accepted, duplicates) = push(
             &stack.client,
