@@ -4,7 +4,7 @@
 
 mod anomaly;
 pub mod kpis;
-mod queries;
+pub mod queries;
 mod service;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -35,35 +35,53 @@ async fn begin(
     pool: &PgPool,
     scope: &Scope,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = platform::db::begin_for_tenant(pool, scope.tenant).await?;
-    sqlx::query("SET TRANSACTION READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    platform::db::begin_read_only_for_tenant(pool, scope.tenant).await
 }
 
 #[tracing::instrument(name = "db.query", skip_all, fields(db.system = "postgresql", db.operation = "overview", otel.kind = "client"))]
+/// The overview query: $1 tenant, $2 first day of the range, $3 first day of the
+/// previous range, $4 last day, $5 currency. Public so benchmarks run the same SQL.
+pub fn overview_sql() -> String {
+    format!(
+        "SELECT day >= $2 AS current, {SUMS} FROM output.daily_campaign_facts
+         WHERE tenant_id = $1 AND day BETWEEN $3 AND $4 AND currency = $5
+         GROUP BY 1"
+    )
+}
+
+/// The campaign KPI query: $1 tenant, $2 from, $3 to, $4 currency, $5 limit, $6 offset.
+pub fn campaigns_sql(sort: Kpi, ascending: bool) -> String {
+    let direction = if ascending { "ASC" } else { "DESC" };
+    let order = kpis::sort_expression(sort);
+    format!(
+        "WITH per_campaign AS (
+             SELECT campaign, {SUMS} FROM output.daily_campaign_facts
+             WHERE tenant_id = $1 AND day BETWEEN $2 AND $3 AND currency = $4
+             GROUP BY campaign)
+         SELECT campaign, i, c, v, s, r, count(*) OVER () FROM per_campaign
+         ORDER BY {order} {direction} NULLS LAST, campaign
+         LIMIT $5 OFFSET $6"
+    )
+}
+
 pub(crate) async fn overview(
     pool: &PgPool,
     scope: &Scope,
     prev_from: time::Date,
 ) -> Result<(Totals, Totals), sqlx::Error> {
     let mut tx = begin(pool, scope).await?;
-    let rows: Vec<(bool, Sums)> = sqlx::query_as::<_, (bool, i64, i64, i64, i64, i64)>(&format!(
-        "SELECT day >= $2 AS current, {SUMS} FROM output.daily_campaign_facts
-         WHERE tenant_id = $1 AND day BETWEEN $3 AND $4 AND currency = $5
-         GROUP BY 1"
-    ))
-    .bind(scope.tenant)
-    .bind(scope.from)
-    .bind(prev_from)
-    .bind(scope.to)
-    .bind(&scope.currency)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .map(|(cur, i, c, v, s, r)| (cur, Sums { i, c, v, s, r }))
-    .collect();
+    let rows: Vec<(bool, Sums)> =
+        sqlx::query_as::<_, (bool, i64, i64, i64, i64, i64)>(&overview_sql())
+            .bind(scope.tenant)
+            .bind(scope.from)
+            .bind(prev_from)
+            .bind(scope.to)
+            .bind(&scope.currency)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(cur, i, c, v, s, r)| (cur, Sums { i, c, v, s, r }))
+            .collect();
     tx.commit().await?;
     let zero = || kpis::totals(0, 0, 0, 0, 0);
     let (mut current, mut previous) = (zero(), zero());
@@ -101,26 +119,17 @@ pub(crate) async fn campaigns(
     limit: u32,
     offset: u64,
 ) -> Result<(Vec<CampaignKpis>, u64), sqlx::Error> {
-    let direction = if ascending { "ASC" } else { "DESC" };
-    let order = kpis::sort_expression(sort);
     let mut tx = begin(pool, scope).await?;
-    let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(&format!(
-        "WITH per_campaign AS (
-             SELECT campaign, {SUMS} FROM output.daily_campaign_facts
-             WHERE tenant_id = $1 AND day BETWEEN $2 AND $3 AND currency = $4
-             GROUP BY campaign)
-         SELECT campaign, i, c, v, s, r, count(*) OVER () FROM per_campaign
-         ORDER BY {order} {direction} NULLS LAST, campaign
-         LIMIT $5 OFFSET $6"
-    ))
-    .bind(scope.tenant)
-    .bind(scope.from)
-    .bind(scope.to)
-    .bind(&scope.currency)
-    .bind(i64::from(limit))
-    .bind(offset as i64)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> =
+        sqlx::query_as(&campaigns_sql(sort, ascending))
+            .bind(scope.tenant)
+            .bind(scope.from)
+            .bind(scope.to)
+            .bind(&scope.currency)
+            .bind(i64::from(limit))
+            .bind(offset as i64)
+            .fetch_all(&mut *tx)
+            .await?;
     tx.commit().await?;
     let total = rows.first().map(|r| r.6 as u64).unwrap_or(0);
     let campaigns = rows

@@ -115,7 +115,21 @@ pub async fn begin_for_tenant(
     pool: &PgPool,
     tenant: Uuid,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    set_tenant(pool.begin().await?, tenant).await
+}
+
+/// Like [`begin_for_tenant`], read-only (`BEGIN READ ONLY`: no extra round trip).
+pub async fn begin_read_only_for_tenant(
+    pool: &PgPool,
+    tenant: Uuid,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    set_tenant(pool.begin_with("BEGIN READ ONLY").await?, tenant).await
+}
+
+async fn set_tenant(
+    mut tx: Transaction<'static, Postgres>,
+    tenant: Uuid,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     sqlx::query("SELECT set_config($1, $2, true)")
         .bind(TENANT_SETTING)
         .bind(tenant.to_string())

@@ -23,6 +23,27 @@ enum Cmd {
     Certs,
     /// Regenerate docs/ACCESS.md from security/access-model.toml.
     Access,
+    /// Benchmarks (results go in docs/BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Analytics gRPC calls at 1M and 10M raw events, beside pgbench on the same SQL.
+    Analytics {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Raw-event volumes to compare (two).
+        #[arg(long, num_args = 2, default_values_t = [1_000_000u64, 10_000_000])]
+        volumes: Vec<u64>,
+    },
 }
 
 #[tokio::main]
@@ -39,6 +60,32 @@ async fn main() -> anyhow::Result<()> {
             let dir = xtask::up::dev_dir().join("certs");
             xtask::certs::generate(&dir)?;
             println!("wrote {}", dir.display());
+            Ok(())
+        }
+        Cmd::Bench { .. } if cfg!(debug_assertions) => {
+            // Numbers from a debug build mean nothing: re-run this command optimised.
+            let status = std::process::Command::new(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            )
+            .args(["run", "--quiet", "--release", "-p", "xtask", "--"])
+            .args(std::env::args().skip(1))
+            .status()?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Bench {
+            which:
+                Bench::Analytics {
+                    concurrency,
+                    seconds,
+                    volumes,
+                },
+        } => {
+            let options = xtask::bench_analytics::Options {
+                volumes: [volumes[0], volumes[1]],
+                concurrency,
+                seconds,
+            };
+            println!("{}", xtask::bench_analytics::run(options).await?);
             Ok(())
         }
         Cmd::Access => {
