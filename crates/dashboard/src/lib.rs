@@ -3,6 +3,7 @@
 //! user's access token in an HttpOnly, SameSite=Strict cookie and calls the API with
 //! it, so it can never show more than that user may see.
 
+mod charts;
 mod format;
 mod pages;
 
