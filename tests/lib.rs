@@ -55,6 +55,31 @@ impl Stack {
         .expect("connect as migrator")
     }
 
+    /// The api's configuration in this stack, talking to analytics at `analytics_addr`.
+    pub fn api_config(&self, analytics_addr: String) -> api::Config {
+        let (login_backoff_account, login_backoff_address) = api::default_backoffs();
+        api::Config {
+            listen: local(0),
+            admin: local(0),
+            db: self.db("beacon_api"),
+            http: HttpLimits {
+                body_bytes: 64 * 1024,
+                request_timeout: Duration::from_secs(10),
+            },
+            signing_key_file: self.cert("jwt-signing.key").to_string_lossy().into_owned(),
+            public_key_file: self.cert("jwt-public.pem").to_string_lossy().into_owned(),
+            previous_public_key_file: None,
+            token_ttl: time::Duration::minutes(15),
+            analytics_addr,
+            analytics_server_name: "analytics".into(),
+            analytics_timeout: Duration::from_secs(3),
+            tls: self.tls_files("api"),
+            cors_origins: Vec::new(),
+            login_backoff_account,
+            login_backoff_address,
+        }
+    }
+
     /// Migrates the database and starts analytics, api, loader, ingest and dashboard.
     pub async fn start(admin: PgPool) -> anyhow::Result<Self> {
         platform::telemetry::init_propagator();
@@ -100,21 +125,7 @@ impl Stack {
             .push(("analytics", analytics.admin_port()));
         tokio::spawn(analytics.run_until_stopped(shutdown.clone()));
 
-        let api = api::App::build(api::Config {
-            listen: local(0),
-            admin: local(0),
-            db: stack.db("beacon_api"),
-            http,
-            signing_key_file: stack.cert("jwt-signing.key").to_string_lossy().into_owned(),
-            public_key_file: stack.cert("jwt-public.pem").to_string_lossy().into_owned(),
-            previous_public_key_file: None,
-            token_ttl: time::Duration::minutes(15),
-            analytics_addr: format!("127.0.0.1:{analytics_port}"),
-            analytics_server_name: "analytics".into(),
-            analytics_timeout: Duration::from_secs(3),
-            tls: stack.tls_files("api"),
-        })
-        .await?;
+        let api = api::App::build(stack.api_config(format!("127.0.0.1:{analytics_port}"))).await?;
         stack.api_url = format!("http://127.0.0.1:{}", api.port());
         stack.admin_ports.push(("api", api.admin_port()));
         tokio::spawn(api.run_until_stopped(shutdown.clone()));
