@@ -12,6 +12,8 @@ pub struct Stack {
     pub admin: PgPool,
     pub certs: tempfile::TempDir,
     pub api_url: String,
+    /// host:port of analytics (mTLS gRPC; the `api` certificate is the allowed caller).
+    pub analytics_addr: String,
     pub ingest_url: String,
     pub dashboard_url: String,
     pub loader_port: u16,
@@ -95,6 +97,7 @@ impl Stack {
             admin,
             certs,
             api_url: String::new(),
+            analytics_addr: String::new(),
             ingest_url: String::new(),
             dashboard_url: String::new(),
             loader_port: 0,
@@ -120,6 +123,7 @@ impl Stack {
         })
         .await?;
         let analytics_port = analytics.port();
+        stack.analytics_addr = format!("127.0.0.1:{analytics_port}");
         stack
             .admin_ports
             .push(("analytics", analytics.admin_port()));

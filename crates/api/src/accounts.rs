@@ -62,7 +62,7 @@ pub struct PageQuery {
     offset: Option<u32>,
 }
 
-fn offset(o: Option<u32>) -> Result<i64, Problem> {
+pub(crate) fn offset(o: Option<u32>) -> Result<i64, Problem> {
     match o.unwrap_or(0) {
         n if n <= 10_000 => Ok(i64::from(n)),
         _ => Err(
@@ -435,6 +435,7 @@ pub async fn get_key(
 pub struct NewKey {
     #[schema(min_length = 1, max_length = 200)]
     name: String,
+    /// Distinct scopes.
     #[schema(min_items = 1, max_items = 2)]
     scopes: Vec<KeyScope>,
 }
@@ -459,7 +460,7 @@ pub async fn create_key(
     let mut scopes: Vec<&str> = new.scopes.iter().map(|s| s.as_str()).collect();
     scopes.sort_unstable();
     scopes.dedup();
-    if scopes.is_empty() {
+    if scopes.is_empty() || scopes.len() != new.scopes.len() {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unprocessable",

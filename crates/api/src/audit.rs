@@ -128,6 +128,14 @@ pub async fn list(
     AppQuery(q): AppQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, Problem> {
     let limit = crate::routes::page_size(q.limit, 50)?;
+    if q.before.is_some_and(|b| b < 1) {
+        return Err(Problem::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Invalid query",
+        )
+        .detail("before must be at least 1"));
+    }
     let mut tx = platform::db::begin_for_tenant(&state.pool, caller.tenant())
         .await
         .map_err(db_problem)?;

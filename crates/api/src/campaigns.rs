@@ -70,7 +70,7 @@ pub async fn list(
     AppQuery(q): AppQuery<CampaignQuery>,
 ) -> Result<Json<CampaignList>, Problem> {
     let limit = page_size(q.limit, 50)?;
-    let offset = i64::from(q.offset.unwrap_or(0).min(10_000));
+    let offset = crate::accounts::offset(q.offset)?;
     let mut tx = platform::db::begin_for_tenant(&state.pool, caller.tenant())
         .await
         .map_err(db_problem)?;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use axum::{
     extract::{
         ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request,
-        rejection::{JsonRejection, PathRejection, QueryRejection},
+        rejection::{PathRejection, QueryRejection},
     },
     http::{StatusCode, request::Parts},
 };
@@ -48,13 +48,21 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(e @ JsonRejection::JsonDataError(_)) => {
-                Err(rejection(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))
-            }
-            Err(e) => Err(rejection(e.status(), e.body_text())),
+        // Every request body of this API is a JSON object; serde would also accept a
+        // struct written as an array, so refuse anything but an object first.
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => value,
+            Err(e) => return Err(rejection(e.status(), e.body_text())),
+        };
+        if !value.is_object() {
+            return Err(rejection(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the body must be a JSON object".to_owned(),
+            ));
         }
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|e| rejection(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
     }
 }
 
