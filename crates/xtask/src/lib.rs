@@ -5,6 +5,7 @@
 )]
 
 pub mod access;
+pub mod bench_api;
 pub mod certs;
 pub mod seed;
 pub mod up;

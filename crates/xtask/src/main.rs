@@ -23,6 +23,17 @@ enum Cmd {
     Certs,
     /// Regenerate docs/ACCESS.md from security/access-model.toml.
     Access,
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        target: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// GET /v1/overview through the api (wrk) beside the same call straight to analytics (gRPC).
+    Api(xtask::bench_api::BenchApi),
 }
 
 #[tokio::main]
@@ -41,6 +52,9 @@ async fn main() -> anyhow::Result<()> {
             println!("wrote {}", dir.display());
             Ok(())
         }
+        Cmd::Bench {
+            target: Bench::Api(args),
+        } => xtask::bench_api::run(args).await,
         Cmd::Access => {
             let path = xtask::up::workspace_root().join("docs/ACCESS.md");
             std::fs::write(
