@@ -12,11 +12,11 @@ pub struct Stack {
     pub admin: PgPool,
     pub certs: tempfile::TempDir,
     pub api_url: String,
+    /// host:port of analytics (mTLS gRPC; the `api` certificate is the allowed caller).
+    pub analytics_addr: String,
     pub ingest_url: String,
     pub dashboard_url: String,
     pub loader_port: u16,
-    /// host:port of the analytics gRPC server (mutual TLS).
-    pub analytics_addr: String,
     pub admin_ports: Vec<(&'static str, u16)>,
     pub shutdown: Shutdown,
     pub client: reqwest::Client,
@@ -55,6 +55,31 @@ impl Stack {
         )
         .await
         .expect("connect as migrator")
+    }
+
+    /// The api's configuration in this stack, talking to analytics at `analytics_addr`.
+    pub fn api_config(&self, analytics_addr: String) -> api::Config {
+        let (login_backoff_account, login_backoff_address) = api::default_backoffs();
+        api::Config {
+            listen: local(0),
+            admin: local(0),
+            db: self.db("beacon_api"),
+            http: HttpLimits {
+                body_bytes: 64 * 1024,
+                request_timeout: Duration::from_secs(10),
+            },
+            signing_key_file: self.cert("jwt-signing.key").to_string_lossy().into_owned(),
+            public_key_file: self.cert("jwt-public.pem").to_string_lossy().into_owned(),
+            previous_public_key_file: None,
+            token_ttl: time::Duration::minutes(15),
+            analytics_addr,
+            analytics_server_name: "analytics".into(),
+            analytics_timeout: Duration::from_secs(3),
+            tls: self.tls_files("api"),
+            cors_origins: Vec::new(),
+            login_backoff_account,
+            login_backoff_address,
+        }
     }
 
     /// Migrates the database and starts analytics, api, loader, ingest and dashboard.
@@ -104,21 +129,7 @@ impl Stack {
             .push(("analytics", analytics.admin_port()));
         tokio::spawn(analytics.run_until_stopped(shutdown.clone()));
 
-        let api = api::App::build(api::Config {
-            listen: local(0),
-            admin: local(0),
-            db: stack.db("beacon_api"),
-            http,
-            signing_key_file: stack.cert("jwt-signing.key").to_string_lossy().into_owned(),
-            public_key_file: stack.cert("jwt-public.pem").to_string_lossy().into_owned(),
-            previous_public_key_file: None,
-            token_ttl: time::Duration::minutes(15),
-            analytics_addr: format!("127.0.0.1:{analytics_port}"),
-            analytics_server_name: "analytics".into(),
-            analytics_timeout: Duration::from_secs(3),
-            tls: stack.tls_files("api"),
-        })
-        .await?;
+        let api = api::App::build(stack.api_config(format!("127.0.0.1:{analytics_port}"))).await?;
         stack.api_url = format!("http://127.0.0.1:{}", api.port());
         stack.admin_ports.push(("api", api.admin_port()));
         tokio::spawn(api.run_until_stopped(shutdown.clone()));

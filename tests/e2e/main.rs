@@ -2,6 +2,7 @@
 //! overview out through dashboard → api → analytics, for two tenants.
 
 mod analytics_kpis;
+mod api_attacks;
 mod identity;
 mod tracing;
 mod walking_skeleton;

@@ -2,10 +2,16 @@
 //! credential alone; the database session is scoped to it (row-level security) and
 //! KPI reads go to the analytics service over mutual TLS.
 
+mod accounts;
+mod audit;
+mod auth;
+mod campaigns;
 pub mod credentials;
-mod routes;
+mod extract;
+mod kpis;
+pub mod routes;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::extract::FromRef;
 use platform::{
@@ -14,6 +20,7 @@ use platform::{
     config,
     db::DbConfig,
     http::{HttpLimits, HttpService},
+    ratelimit::{BackoffConfig, FailureBackoff},
     telemetry::GrpcTracePropagation,
     tls::{self, TlsFiles},
 };
@@ -43,6 +50,23 @@ pub struct Config {
     pub analytics_server_name: String,
     pub analytics_timeout: Duration,
     pub tls: TlsFiles,
+    /// Origins allowed by CORS; empty (the default) = CORS off.
+    pub cors_origins: Vec<String>,
+    /// Failed logins per account (e-mail or API-key prefix).
+    pub login_backoff_account: BackoffConfig,
+    /// Failed logins per client address (looser: many people share an address).
+    pub login_backoff_address: BackoffConfig,
+}
+
+/// Default throttles: an account gets 5 free failures, an address 20; then the wait
+/// doubles from 1 s up to 15 min.
+pub fn default_backoffs() -> (BackoffConfig, BackoffConfig) {
+    let account = BackoffConfig::default();
+    let address = BackoffConfig {
+        free_failures: 20,
+        ..BackoffConfig::default()
+    };
+    (account, address)
 }
 
 impl Config {
@@ -69,6 +93,22 @@ impl Config {
             analytics_addr,
             analytics_timeout: config::millis("BEACON_ANALYTICS_TIMEOUT_MS", 3_000)?,
             tls: TlsFiles::from_env("BEACON_TLS")?,
+            cors_origins: config::optional::<String>("BEACON_CORS_ALLOWED_ORIGINS")?
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            login_backoff_account: BackoffConfig {
+                free_failures: config::or("BEACON_LOGIN_FREE_FAILURES_PER_ACCOUNT", 5)?,
+                ..default_backoffs().0
+            },
+            login_backoff_address: BackoffConfig {
+                free_failures: config::or("BEACON_LOGIN_FREE_FAILURES_PER_ADDRESS", 20)?,
+                ..default_backoffs().1
+            },
         })
     }
 }
@@ -80,6 +120,49 @@ pub struct AppState {
     pub verifier: Arc<TokenVerifier>,
     pub signer: Arc<TokenSigner>,
     pub analytics: Analytics,
+    /// Upper bound of one analytics call (answered 504 beyond).
+    pub analytics_timeout: Duration,
+    pub throttle: Arc<LoginThrottle>,
+    /// Reporting currency per tenant, cached briefly (it almost never changes).
+    pub currencies: Arc<std::sync::Mutex<HashMap<uuid::Uuid, (String, std::time::Instant)>>>,
+}
+
+/// Login throttles: per account and per client address.
+#[derive(Debug)]
+pub struct LoginThrottle {
+    pub account: FailureBackoff,
+    pub address: FailureBackoff,
+}
+
+impl LoginThrottle {
+    pub fn new(account: BackoffConfig, address: BackoffConfig) -> Self {
+        Self {
+            account: FailureBackoff::new(account),
+            address: FailureBackoff::new(address),
+        }
+    }
+}
+
+impl AppState {
+    /// State for tests and tools: the given pool and analytics client, default throttles.
+    pub fn new(
+        pool: PgPool,
+        verifier: Arc<TokenVerifier>,
+        signer: Arc<TokenSigner>,
+        analytics: Analytics,
+        analytics_timeout: Duration,
+    ) -> Self {
+        let (account, address) = default_backoffs();
+        Self {
+            pool,
+            verifier,
+            signer,
+            analytics,
+            analytics_timeout,
+            throttle: Arc::new(LoginThrottle::new(account, address)),
+            currencies: Arc::default(),
+        }
+    }
 }
 
 impl FromRef<AppState> for Arc<TokenVerifier> {
@@ -140,10 +223,17 @@ impl App {
             })
         };
         let state = AppState {
-            pool: pool.clone(),
-            verifier,
-            signer,
-            analytics,
+            throttle: Arc::new(LoginThrottle::new(
+                config.login_backoff_account,
+                config.login_backoff_address,
+            )),
+            ..AppState::new(
+                pool.clone(),
+                verifier,
+                signer,
+                analytics,
+                config.analytics_timeout,
+            )
         };
         let checks = vec![Check::postgres(pool), analytics_check];
         HttpService::bind(
@@ -151,7 +241,7 @@ impl App {
             config.listen,
             config.admin,
             checks,
-            router(state, config.http),
+            router(state, config.http, &config.cors_origins)?,
             Duration::from_secs(10),
         )
         .await

@@ -17,7 +17,29 @@ pub struct AccessModel {
     pub flows: Vec<Flow>,
     pub grpc: BTreeMap<String, GrpcPolicy>,
     pub database: Database,
+    pub api: Api,
 }
+
+/// The public API's permission table: every route and what its caller needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Every scope a token may carry.
+    pub scopes: Vec<String>,
+    pub routes: Vec<ApiRoute>,
+}
+
+/// One route: `permission` is [`PUBLIC`] or one of [`Api::scopes`].
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct ApiRoute {
+    pub method: String,
+    pub path: String,
+    pub permission: String,
+}
+
+/// The permission of a route anyone may call.
+pub const PUBLIC: &str = "public";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +154,30 @@ impl AccessModel {
                 );
             }
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for route in &self.api.routes {
+            anyhow::ensure!(
+                route.permission == PUBLIC || self.api.scopes.contains(&route.permission),
+                "api route {} {} needs unknown permission {}",
+                route.method,
+                route.path,
+                route.permission
+            );
+            anyhow::ensure!(
+                seen.insert((&route.method, &route.path)),
+                "api route {} {} is listed twice",
+                route.method,
+                route.path
+            );
+        }
+        for (name, persona) in &self.personas {
+            for scope in &persona.api_scopes {
+                anyhow::ensure!(
+                    self.api.scopes.contains(scope),
+                    "persona {name} has unknown API scope {scope}"
+                );
+            }
+        }
         for (role, spec) in &self.database.roles {
             for (table, privileges) in &spec.grants {
                 anyhow::ensure!(
@@ -207,6 +253,16 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("no network flow")
+        );
+        let unknown_scope = MODEL_TOML.replace(
+            "path = \"/v1/audit-log\", permission = \"tenant:admin\"",
+            "path = \"/v1/audit-log\", permission = \"tenant:root\"",
+        );
+        assert!(
+            AccessModel::parse(&unknown_scope)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown permission")
         );
     }
 }

@@ -131,7 +131,44 @@ pub fn render(model: &AccessModel) -> String {
             );
         }
     }
+    render_api(model, &mut out);
     out
+}
+
+/// The API permission matrix: every route, the scope it needs, and which personas
+/// hold that scope.
+fn render_api(model: &AccessModel, out: &mut String) {
+    let personas: Vec<&String> = model
+        .personas
+        .iter()
+        .filter(|(_, p)| !p.api_scopes.is_empty())
+        .map(|(name, _)| name)
+        .collect();
+    let _ = write!(
+        out,
+        "\n## API permissions\n\nEvery route of the public API and what its caller needs. The api builds its router from a table that a test compares with this list in both directions; the tenant always comes from the token, so another tenant's ids answer 404. ✓ = allowed.\n\n| method | path | needs |"
+    );
+    for p in &personas {
+        let _ = write!(out, " {p} |");
+    }
+    let _ = write!(out, "\n| --- | --- | --- |");
+    for _ in &personas {
+        let _ = write!(out, " --- |");
+    }
+    let _ = writeln!(out);
+    for route in &model.api.routes {
+        let _ = write!(
+            out,
+            "| {} | `{}` | {} |",
+            route.method, route.path, route.permission
+        );
+        for p in &personas {
+            let allowed = route.permission == platform::access::PUBLIC
+                || model.personas[*p].api_scopes.contains(&route.permission);
+            let _ = write!(out, " {} |", if allowed { "✓" } else { "–" });
+        }
+        let _ = writeln!(out);
+    }
 }
 
 #[cfg(test)]

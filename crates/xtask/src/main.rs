@@ -44,6 +44,8 @@ enum Bench {
         #[arg(long, num_args = 2, default_values_t = [1_000_000u64, 10_000_000])]
         volumes: Vec<u64>,
     },
+    /// GET /v1/overview through the api (wrk) beside the same call straight to analytics (gRPC).
+    Api(xtask::bench_api::BenchApi),
 }
 
 #[tokio::main]
@@ -88,6 +90,9 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", xtask::bench_analytics::run(options).await?);
             Ok(())
         }
+        Cmd::Bench {
+            which: Bench::Api(args),
+        } => xtask::bench_api::run(args).await,
         Cmd::Access => {
             let path = xtask::up::workspace_root().join("docs/ACCESS.md");
             std::fs::write(
