@@ -3,9 +3,12 @@
 //! user's access token in an HttpOnly, SameSite=Strict cookie and calls the API with
 //! it, so it can never show more than that user may see.
 
+mod admin;
+mod api_client;
 mod charts;
 mod format;
 mod pages;
+mod session;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -16,7 +19,7 @@ use platform::{
 };
 
 pub use format::{format_count, format_money, format_ratio};
-pub use pages::router;
+pub use pages::{format_credit, router};
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -1,47 +1,53 @@
-//! Pages. Every page sends a strict Content-Security-Policy; forms carry a CSRF token
-//! (double submit: an HttpOnly SameSite=Strict cookie and a hidden field must match).
-
-use std::sync::Arc;
+//! Pages. Every page sends a strict Content-Security-Policy; forms carry a CSRF token.
+//! Handlers are thin: read the session, call the API as the user, shape a view.
 
 use askama::Template;
 use axum::{
     Form, Router,
-    extract::State,
+    extract::{FromRef, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
-    routing::get,
+    routing::{get, post},
 };
-use base64::Engine as _;
-use rand::RngCore;
-use serde::Deserialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::{Config, format_count, format_money, format_ratio};
+use crate::{
+    Config,
+    api_client::{ApiClient, ApiError},
+    charts, format_count, format_money, format_ratio,
+    session::{self, SecureCookies, Session},
+};
 
-const SESSION: &str = "beacon_session";
-const CSRF: &str = "beacon_csrf";
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                        object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 #[derive(Clone, Debug)]
-struct AppState {
-    api: Arc<str>,
-    client: reqwest::Client,
-    secure: bool,
+pub struct AppState {
+    pub api: ApiClient,
+    pub secure: bool,
+}
+
+impl FromRef<AppState> for SecureCookies {
+    fn from_ref(state: &AppState) -> Self {
+        SecureCookies(state.secure)
+    }
 }
 
 pub fn router(config: &Config, client: reqwest::Client) -> Router {
     let state = AppState {
-        api: config.api_url.trim_end_matches('/').into(),
-        client,
+        api: ApiClient::new(&config.api_url, client),
         secure: config.secure_cookies,
     };
     let mut router = Router::new()
         .route("/", get(|| async { Redirect::to("/overview") }))
         .route("/login", get(login_page).post(login))
-        .route("/logout", axum::routing::post(logout))
+        .route("/logout", post(logout))
         .route("/overview", get(overview))
+        .route("/campaigns", get(campaigns))
+        .route("/campaign", get(campaign))
+        .route("/channels", get(channels))
+        .merge(crate::admin::routes())
         .route("/static/app.css", get(css))
         .with_state(state)
         .layer(SetResponseHeaderLayer::overriding(
@@ -71,55 +77,7 @@ async fn css() -> impl IntoResponse {
     )
 }
 
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty())
-}
-
-fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-fn new_csrf() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The CSRF token of this browser, minting (and setting) one if absent.
-fn csrf_for(headers: &HeaderMap, secure: bool) -> (String, Option<HeaderValue>) {
-    match cookie(headers, CSRF) {
-        Some(t) => (t.to_owned(), None),
-        None => {
-            let t = new_csrf();
-            let c = set_cookie(CSRF, &t, 8 * 3600, secure);
-            (t, Some(c))
-        }
-    }
-}
-
-fn csrf_ok(headers: &HeaderMap, submitted: &str) -> bool {
-    cookie(headers, CSRF).is_some_and(|c| {
-        c.len() == submitted.len()
-            && c.bytes()
-                .zip(submitted.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0
-    })
-}
-
-fn render(t: &impl Template, status: StatusCode) -> Response {
+pub(crate) fn render(t: &impl Template, status: StatusCode) -> Response {
     match t.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
@@ -129,15 +87,89 @@ fn render(t: &impl Template, status: StatusCode) -> Response {
     }
 }
 
-fn with_cookies(
-    mut response: Response,
-    cookies: impl IntoIterator<Item = HeaderValue>,
-) -> Response {
-    for c in cookies {
-        response.headers_mut().append(header::SET_COOKIE, c);
+/// Renders a page for a signed-in user, setting the CSRF cookie if it was minted.
+pub(crate) fn page(session: &Session, t: &impl Template) -> Response {
+    let mut response = render(t, StatusCode::OK);
+    if let Some(c) = &session.set_csrf {
+        response.headers_mut().append(header::SET_COOKIE, c.clone());
     }
     response
 }
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: &'a str,
+    request_id: String,
+}
+
+pub(crate) fn error_page(
+    headers: &HeaderMap,
+    status: StatusCode,
+    title: &str,
+    message: &str,
+) -> Response {
+    let request_id = headers
+        .get(platform::http::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    render(
+        &ErrorPage {
+            title,
+            message,
+            request_id,
+        },
+        status,
+    )
+}
+
+/// One mapping from API failures to pages, for every handler.
+pub(crate) fn api_error(headers: &HeaderMap, e: ApiError) -> Response {
+    match e {
+        ApiError::Unauthorized => {
+            let mut r = Redirect::to("/login").into_response();
+            r.headers_mut().append(
+                header::SET_COOKIE,
+                session::set_cookie(session::SESSION, "", 0, false),
+            );
+            r
+        }
+        ApiError::Forbidden => error_page(
+            headers,
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "Your account cannot open this page.",
+        ),
+        ApiError::NotFound => error_page(
+            headers,
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is nothing here.",
+        ),
+        ApiError::Invalid(detail) => error_page(
+            headers,
+            StatusCode::BAD_REQUEST,
+            "Please check your input",
+            &detail,
+        ),
+        ApiError::Throttled => error_page(
+            headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests",
+            "Wait a moment and try again.",
+        ),
+        ApiError::Unavailable => error_page(
+            headers,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Data is unavailable",
+            "We could not load your figures. Please try again in a moment.",
+        ),
+    }
+}
+
+// ---------------------------------------------------------------- sign in / out
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -146,36 +178,13 @@ struct LoginPage {
     error: Option<String>,
 }
 
-#[derive(Template)]
-#[template(path = "error.html")]
-struct ErrorPage {
-    title: String,
-    message: String,
-    request_id: String,
-}
-
-fn error_page(headers: &HeaderMap, status: StatusCode, title: &str, message: &str) -> Response {
-    let request_id = headers
-        .get(platform::http::REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
-    render(
-        &ErrorPage {
-            title: title.into(),
-            message: message.into(),
-            request_id,
-        },
-        status,
-    )
-}
-
 async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (csrf, set) = csrf_for(&headers, state.secure);
-    with_cookies(
-        render(&LoginPage { csrf, error: None }, StatusCode::OK),
-        set,
-    )
+    let (csrf, set) = session::csrf_for(&headers, state.secure);
+    let mut response = render(&LoginPage { csrf, error: None }, StatusCode::OK);
+    if let Some(c) = set {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    response
 }
 
 #[derive(Deserialize)]
@@ -185,12 +194,18 @@ struct LoginForm {
     password: String,
 }
 
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    expires_in: i64,
+}
+
 async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    if !csrf_ok(&headers, &form.csrf) {
+    if !session::csrf_ok(&headers, &form.csrf) {
         return error_page(
             &headers,
             StatusCode::FORBIDDEN,
@@ -198,75 +213,48 @@ async fn login(
             "Please reload the sign-in page and try again.",
         );
     }
-    let answer = state
-        .client
-        .post(format!("{}/v1/auth/token", state.api))
-        .headers(platform::telemetry::current_context_headers())
-        .json(&serde_json::json!({ "grant_type": "password", "username": form.email, "password": form.password }))
-        .send()
-        .await;
-    match answer {
-        Ok(r) if r.status().is_success() => {
-            let body: Value = r.json().await.unwrap_or_default();
-            let (Some(token), Some(ttl)) =
-                (body["access_token"].as_str(), body["expires_in"].as_i64())
-            else {
-                return error_page(
-                    &headers,
-                    StatusCode::BAD_GATEWAY,
-                    "Sign-in failed",
-                    "The service answered unexpectedly.",
-                );
-            };
+    let body = serde_json::json!({ "grant_type": "password", "username": form.email, "password": form.password });
+    let retry = |message: &str, status| {
+        render(
+            &LoginPage {
+                csrf: form.csrf.clone(),
+                error: Some(message.into()),
+            },
+            status,
+        )
+    };
+    match state
+        .api
+        .post::<TokenAnswer>(None, "/v1/auth/token", &body)
+        .await
+    {
+        Ok(t) => {
             let mut response = Redirect::to("/overview").into_response();
             response.headers_mut().append(
                 header::SET_COOKIE,
-                set_cookie(SESSION, token, ttl, state.secure),
+                session::set_cookie(
+                    session::SESSION,
+                    &t.access_token,
+                    t.expires_in,
+                    state.secure,
+                ),
             );
             response
         }
-        Ok(r)
-            if r.status() == StatusCode::UNAUTHORIZED || r.status() == StatusCode::BAD_REQUEST =>
-        {
-            render(
-                &LoginPage {
-                    csrf: form.csrf,
-                    error: Some("Wrong email or password.".into()),
-                },
-                StatusCode::UNAUTHORIZED,
-            )
+        Err(ApiError::Unauthorized | ApiError::Invalid(_)) => {
+            retry("Wrong email or password.", StatusCode::UNAUTHORIZED)
         }
-        Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => render(
-            &LoginPage {
-                csrf: form.csrf,
-                error: Some("Too many attempts. Wait a moment and try again.".into()),
-            },
+        Err(ApiError::Throttled) => retry(
+            "Too many attempts. Wait a moment and try again.",
             StatusCode::TOO_MANY_REQUESTS,
         ),
-        Ok(r) => {
-            tracing::warn!(status = r.status().as_u16(), "api refused login");
-            error_page(
-                &headers,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Beacon is unavailable",
-                "Please try again in a moment.",
-            )
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "api unreachable");
-            error_page(
-                &headers,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Beacon is unavailable",
-                "Please try again in a moment.",
-            )
-        }
+        Err(e) => api_error(&headers, e),
     }
 }
 
 #[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
+pub(crate) struct CsrfForm {
+    pub csrf: String,
 }
 
 async fn logout(
@@ -274,7 +262,7 @@ async fn logout(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if !csrf_ok(&headers, &form.csrf) {
+    if !session::csrf_ok(&headers, &form.csrf) {
         return error_page(
             &headers,
             StatusCode::FORBIDDEN,
@@ -282,35 +270,144 @@ async fn logout(
             "Please reload the page and try again.",
         );
     }
-    with_cookies(
-        Redirect::to("/login").into_response(),
-        [set_cookie(SESSION, "", 0, state.secure)],
-    )
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        session::set_cookie(session::SESSION, "", 0, state.secure),
+    );
+    response
 }
 
-struct Tile {
-    key: &'static str,
-    label: &'static str,
-    value: String,
-    delta: String,
-    trend: &'static str,
+// ------------------------------------------------------------------- API shapes
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub(crate) struct Totals {
+    pub impressions: i64,
+    pub clicks: i64,
+    pub conversions: i64,
+    pub spend_micros: i64,
+    pub revenue_micros: i64,
+    pub ctr: Option<f64>,
+    pub cvr: Option<f64>,
+    pub cpc_micros: Option<i64>,
+    pub cpa_micros: Option<i64>,
+    pub roas: Option<f64>,
 }
 
-#[derive(Template)]
-#[template(path = "overview.html")]
-struct OverviewPage {
-    csrf: String,
+#[derive(Debug, Deserialize)]
+struct ApiRange {
     from: String,
     to: String,
-    prev_from: String,
-    prev_to: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Overview {
+    range: Option<ApiRange>,
+    previous_range: Option<ApiRange>,
     currency: String,
-    tiles: Vec<Tile>,
+    current: Totals,
+    previous: Totals,
+}
+
+#[derive(Debug, Deserialize)]
+struct Point {
+    period_start: String,
+    totals: Totals,
+}
+
+#[derive(Debug, Deserialize)]
+struct Series {
+    points: Vec<Point>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AnomalyDay {
+    day: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Anomalies {
+    anomalies: Vec<AnomalyDay>,
+}
+
+// ---------------------------------------------------------------- date ranges
+
+/// `?from=&to=`; absent means the last 30 days (the API's default too).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub(crate) struct RangeQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+pub(crate) struct Preset {
+    pub label: &'static str,
+    pub query: String,
+    pub active: bool,
+}
+
+fn iso(d: time::Date) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+impl RangeQuery {
+    fn resolved(&self) -> (String, String) {
+        let today = time::OffsetDateTime::now_utc().date();
+        (
+            self.from
+                .clone()
+                .unwrap_or_else(|| iso(today - time::Duration::days(29))),
+            self.to.clone().unwrap_or_else(|| iso(today)),
+        )
+    }
+
+    fn params(&self) -> Vec<(&'static str, String)> {
+        let (from, to) = self.resolved();
+        vec![("from", from), ("to", to)]
+    }
+
+    /// Links for the last 7, 30 and 90 days, keeping `keep` parameters.
+    fn presets(&self, keep: &[(String, String)]) -> Vec<Preset> {
+        let today = time::OffsetDateTime::now_utc().date();
+        let (from, to) = self.resolved();
+        [("7 days", 6), ("30 days", 29), ("90 days", 89)]
+            .into_iter()
+            .map(|(label, back)| {
+                let f = iso(today - time::Duration::days(back));
+                let mut q = vec![
+                    ("from".to_owned(), f.clone()),
+                    ("to".to_owned(), iso(today)),
+                ];
+                q.extend(keep.iter().cloned());
+                Preset {
+                    label,
+                    query: serde_urlencoded::to_string(&q).unwrap_or_default(),
+                    active: f == from && to == iso(today),
+                }
+            })
+            .collect()
+    }
+}
+
+// -------------------------------------------------------------------- views
+
+pub(crate) struct Tile {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub value: String,
+    pub delta: String,
+    pub trend: &'static str,
+}
+
+pub(crate) struct Chart {
+    pub key: &'static str,
+    pub title: String,
+    pub svg: String,
+    pub anomalies: usize,
 }
 
 fn delta(current: f64, previous: f64) -> (String, &'static str) {
     if previous == 0.0 {
-        return ("no previous data".into(), "flat");
+        return ("no data in the previous period".into(), "flat");
     }
     let change = (current - previous) / previous * 100.0;
     let trend = if change > 0.05 {
@@ -323,106 +420,771 @@ fn delta(current: f64, previous: f64) -> (String, &'static str) {
     (format!("{change:+.1}% vs previous period"), trend)
 }
 
-async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(token) = cookie(&headers, SESSION) else {
-        return Redirect::to("/login").into_response();
+fn money_axis(v: f64) -> String {
+    let units = v / 1_000_000.0;
+    if units >= 1_000_000.0 {
+        format!("{:.1}M", units / 1_000_000.0)
+    } else if units >= 1_000.0 {
+        format!("{:.1}k", units / 1_000.0)
+    } else {
+        format!("{units:.0}")
+    }
+}
+
+fn count_axis(v: f64) -> String {
+    if v >= 1_000_000.0 {
+        format!("{:.1}M", v / 1_000_000.0)
+    } else if v >= 1_000.0 {
+        format!("{:.1}k", v / 1_000.0)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// The four trend metrics: (key, title, API kpi, value of a point, axis format).
+type Metric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Totals) -> f64,
+    fn(f64) -> String,
+);
+
+const METRICS: [Metric; 4] = [
+    (
+        "spend",
+        "Spend",
+        "spend",
+        |t| t.spend_micros as f64,
+        money_axis,
+    ),
+    (
+        "clicks",
+        "Clicks",
+        "clicks",
+        |t| t.clicks as f64,
+        count_axis,
+    ),
+    (
+        "conversions",
+        "Conversions",
+        "conversions",
+        |t| t.conversions as f64,
+        count_axis,
+    ),
+    (
+        "revenue",
+        "Revenue",
+        "revenue",
+        |t| t.revenue_micros as f64,
+        money_axis,
+    ),
+];
+
+fn line(
+    key: &'static str,
+    title: String,
+    points: &[Point],
+    value: fn(&Totals) -> f64,
+    format: fn(f64) -> String,
+    anomalies: &[String],
+) -> Chart {
+    let series: Vec<(String, f64)> = points
+        .iter()
+        .map(|p| (p.period_start.clone(), value(&p.totals)))
+        .collect();
+    let svg = charts::line_chart(&charts::Line {
+        id: key,
+        title: &title,
+        points: &series,
+        anomalies,
+        format,
+    });
+    Chart {
+        key,
+        title,
+        svg,
+        anomalies: anomalies.len(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    active: &'static str,
+    is_admin: bool,
+    csrf: String,
+    from: String,
+    to: String,
+    prev_from: String,
+    prev_to: String,
+    currency: String,
+    presets: Vec<Preset>,
+    keep: Vec<(String, String)>,
+    tiles: Vec<Tile>,
+    charts: Vec<Chart>,
+}
+
+async fn overview(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Query(range): Query<RangeQuery>,
+) -> Response {
+    let params = range.params();
+    let token = session.token.as_str();
+    let mut series_q = params.clone();
+    series_q.push(("granularity", "day".into()));
+    let anomaly_q = |kpi: &str| {
+        let mut q = params.clone();
+        q.push(("kpi", kpi.to_owned()));
+        q
     };
-    let answer = state
-        .client
-        .get(format!("{}/v1/overview", state.api))
-        .headers(platform::telemetry::current_context_headers())
-        .bearer_auth(token)
-        .send()
-        .await;
-    let body: Value = match answer {
-        Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
-        Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
-            return Redirect::to("/login").into_response();
-        }
-        Ok(r) if r.status() == StatusCode::FORBIDDEN => {
-            return error_page(
-                &headers,
-                StatusCode::FORBIDDEN,
-                "Not allowed",
-                "Your account cannot view this page.",
-            );
-        }
-        Ok(r) => {
-            tracing::warn!(status = r.status().as_u16(), "api error");
-            return error_page(
-                &headers,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Data is unavailable",
-                "We could not load your figures. Please try again in a moment.",
-            );
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "api unreachable");
-            return error_page(
-                &headers,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Data is unavailable",
-                "We could not load your figures. Please try again in a moment.",
-            );
-        }
+    let aq = METRICS.map(|m| anomaly_q(m.2));
+    let (overview, series, a0, a1, a2, a3) = tokio::join!(
+        state.api.get::<Overview>(token, "/v1/overview", &params),
+        state
+            .api
+            .get::<Series>(token, "/v1/kpis/timeseries", &series_q),
+        state
+            .api
+            .get::<Anomalies>(token, "/v1/kpis/anomalies", &aq[0]),
+        state
+            .api
+            .get::<Anomalies>(token, "/v1/kpis/anomalies", &aq[1]),
+        state
+            .api
+            .get::<Anomalies>(token, "/v1/kpis/anomalies", &aq[2]),
+        state
+            .api
+            .get::<Anomalies>(token, "/v1/kpis/anomalies", &aq[3]),
+    );
+    let (overview, series) = match (overview, series) {
+        (Ok(o), Ok(s)) => (o, s),
+        (Err(e), _) | (_, Err(e)) => return api_error(&headers, e),
     };
-    let currency = body["currency"].as_str().unwrap_or("").to_owned();
-    let (cur, prev) = (&body["current"], &body["previous"]);
-    let int = |v: &Value, k: &str| v[k].as_i64().unwrap_or(0);
-    let opt = |v: &Value, k: &str| v[k].as_f64();
-    let count_tile = |key, label, k: &str| {
-        let (delta, trend) = delta(int(cur, k) as f64, int(prev, k) as f64);
+    let (cur, prev, currency) = (
+        &overview.current,
+        &overview.previous,
+        overview.currency.clone(),
+    );
+    let money = |v: i64| format_money(v, &currency);
+    let count_tile = |key, label, c: i64, p: i64| {
+        let (delta, trend) = delta(c as f64, p as f64);
         Tile {
             key,
             label,
-            value: format_count(int(cur, k)),
+            value: format_count(c),
             delta,
             trend,
         }
     };
-    let money_tile = |key, label, k: &str| {
-        let (delta, trend) = delta(int(cur, k) as f64, int(prev, k) as f64);
+    let money_tile = |key, label, c: i64, p: i64| {
+        let (delta, trend) = delta(c as f64, p as f64);
         Tile {
             key,
             label,
-            value: format_money(int(cur, k), &currency),
+            value: money(c),
             delta,
             trend,
         }
     };
-    let ratio_tile = |key, label, k: &str, percent| {
-        let (delta, trend) = match (opt(cur, k), opt(prev, k)) {
+    let ratio_tile = |key, label, c: Option<f64>, p: Option<f64>, percent| {
+        let (delta, trend) = match (c, p) {
             (Some(c), Some(p)) => delta(c, p),
-            _ => ("no previous data".into(), "flat"),
+            _ => ("no data in the previous period".into(), "flat"),
         };
         Tile {
             key,
             label,
-            value: format_ratio(opt(cur, k), percent),
+            value: format_ratio(c, percent),
             delta,
             trend,
         }
     };
     let tiles = vec![
-        money_tile("spend", "Spend", "spend_micros"),
-        money_tile("revenue", "Revenue", "revenue_micros"),
-        ratio_tile("roas", "ROAS", "roas", false),
-        count_tile("impressions", "Impressions", "impressions"),
-        count_tile("clicks", "Clicks", "clicks"),
-        ratio_tile("ctr", "CTR", "ctr", true),
-        count_tile("conversions", "Conversions", "conversions"),
-        ratio_tile("cvr", "Conversion rate", "cvr", true),
+        money_tile("spend", "Spend", cur.spend_micros, prev.spend_micros),
+        money_tile(
+            "revenue",
+            "Revenue",
+            cur.revenue_micros,
+            prev.revenue_micros,
+        ),
+        ratio_tile("roas", "ROAS", cur.roas, prev.roas, false),
+        count_tile(
+            "impressions",
+            "Impressions",
+            cur.impressions,
+            prev.impressions,
+        ),
+        count_tile("clicks", "Clicks", cur.clicks, prev.clicks),
+        ratio_tile("ctr", "CTR", cur.ctr, prev.ctr, true),
+        count_tile(
+            "conversions",
+            "Conversions",
+            cur.conversions,
+            prev.conversions,
+        ),
+        ratio_tile("cvr", "Conversion rate", cur.cvr, prev.cvr, true),
     ];
-    let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
-    let (csrf, set) = csrf_for(&headers, state.secure);
-    let page = OverviewPage {
-        csrf,
-        from: s(&body["range"]["from"]),
-        to: s(&body["range"]["to"]),
-        prev_from: s(&body["previous_range"]["from"]),
-        prev_to: s(&body["previous_range"]["to"]),
-        currency: currency.clone(),
-        tiles,
+    let anomalies: Vec<Vec<String>> = [a0, a1, a2, a3]
+        .into_iter()
+        .map(|a| {
+            a.map(|a| a.anomalies.into_iter().map(|d| d.day).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    let charts = METRICS
+        .iter()
+        .zip(&anomalies)
+        .map(|((key, title, _, value, format), days)| {
+            let title = if matches!(*key, "spend" | "revenue") {
+                format!("{title} ({currency})")
+            } else {
+                (*title).to_owned()
+            };
+            line(key, title, &series.points, *value, *format, days)
+        })
+        .collect();
+    let (from, to) = range.resolved();
+    let r = |r: &Option<ApiRange>, f: fn(&ApiRange) -> &String| {
+        r.as_ref().map(|x| f(x).clone()).unwrap_or_default()
     };
-    with_cookies(render(&page, StatusCode::OK), set)
+    let view = OverviewPage {
+        active: "overview",
+        is_admin: session.is_admin,
+        csrf: session.csrf.clone(),
+        presets: range.presets(&[]),
+        keep: Vec::new(),
+        from: r(&overview.range, |x| &x.from).max(from),
+        to: r(&overview.range, |x| &x.to).max(to),
+        prev_from: r(&overview.previous_range, |x| &x.from),
+        prev_to: r(&overview.previous_range, |x| &x.to),
+        currency,
+        tiles,
+        charts,
+    };
+    page(&session, &view)
+}
+
+// ----------------------------------------------------------------- campaigns
+
+#[derive(Debug, Deserialize)]
+struct CampaignKpis {
+    campaign: String,
+    totals: Totals,
+}
+
+#[derive(Debug, Deserialize)]
+struct CampaignsPage {
+    campaigns: Vec<CampaignKpis>,
+    next_page_token: Option<String>,
+    total_campaigns: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct CampaignsQuery {
+    from: Option<String>,
+    to: Option<String>,
+    sort: Option<String>,
+    order: Option<String>,
+    page_token: Option<String>,
+    /// Tokens of the pages before this one, for "previous".
+    back: Option<String>,
+}
+
+pub(crate) struct Column {
+    pub label: &'static str,
+    pub query: String,
+    pub sorted: &'static str,
+}
+
+pub(crate) struct Row {
+    pub name: String,
+    pub query: String,
+    pub cells: Vec<String>,
+}
+
+const COLUMNS: [(&str, &str); 10] = [
+    ("impressions", "Impressions"),
+    ("clicks", "Clicks"),
+    ("ctr", "CTR"),
+    ("conversions", "Conversions"),
+    ("cvr", "CVR"),
+    ("spend", "Spend"),
+    ("cpc", "CPC"),
+    ("cpa", "CPA"),
+    ("revenue", "Revenue"),
+    ("roas", "ROAS"),
+];
+
+fn cells(t: &Totals, currency: &str) -> Vec<String> {
+    let money = |v: Option<i64>| {
+        v.map(|v| format_money(v, currency))
+            .unwrap_or_else(|| "—".into())
+    };
+    vec![
+        format_count(t.impressions),
+        format_count(t.clicks),
+        format_ratio(t.ctr, true),
+        format_count(t.conversions),
+        format_ratio(t.cvr, true),
+        money(Some(t.spend_micros)),
+        money(t.cpc_micros),
+        money(t.cpa_micros),
+        money(Some(t.revenue_micros)),
+        format_ratio(t.roas, false),
+    ]
+}
+
+#[derive(Template)]
+#[template(path = "campaigns.html")]
+struct CampaignsView {
+    active: &'static str,
+    is_admin: bool,
+    csrf: String,
+    from: String,
+    to: String,
+    currency: String,
+    total: u32,
+    presets: Vec<Preset>,
+    keep: Vec<(String, String)>,
+    columns: Vec<Column>,
+    rows: Vec<Row>,
+    prev_query: Option<String>,
+    next_query: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TenantCurrency {
+    currency: String,
+}
+
+async fn campaigns(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Query(q): Query<CampaignsQuery>,
+) -> Response {
+    let range = RangeQuery {
+        from: q.from.clone(),
+        to: q.to.clone(),
+    };
+    let sort = q
+        .sort
+        .clone()
+        .filter(|s| COLUMNS.iter().any(|c| c.0 == s))
+        .unwrap_or_else(|| "spend".into());
+    let order = if q.order.as_deref() == Some("asc") {
+        "asc"
+    } else {
+        "desc"
+    };
+    let mut params = range.params();
+    params.extend([
+        ("sort", sort.clone()),
+        ("order", order.to_owned()),
+        ("page_size", "25".to_owned()),
+    ]);
+    if let Some(t) = &q.page_token {
+        params.push(("page_token", t.clone()));
+    }
+    let range_params = range.params();
+    let (page_result, overview) = tokio::join!(
+        state
+            .api
+            .get::<CampaignsPage>(&session.token, "/v1/kpis/campaigns", &params),
+        state
+            .api
+            .get::<TenantCurrency>(&session.token, "/v1/overview", &range_params),
+    );
+    let (data, currency) = match (page_result, overview) {
+        (Ok(p), Ok(o)) => (p, o.currency),
+        (Err(e), _) | (_, Err(e)) => return api_error(&headers, e),
+    };
+    let (from, to) = range.resolved();
+    let base = vec![
+        ("from".to_owned(), from.clone()),
+        ("to".to_owned(), to.clone()),
+    ];
+    let with = |extra: &[(&str, String)]| {
+        let mut v = base.clone();
+        v.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        serde_urlencoded::to_string(&v).unwrap_or_default()
+    };
+    let columns = COLUMNS
+        .iter()
+        .map(|(key, label)| {
+            let is = *key == sort;
+            let next_order = if is && order == "desc" { "asc" } else { "desc" };
+            Column {
+                label,
+                query: with(&[
+                    ("sort", (*key).to_owned()),
+                    ("order", next_order.to_owned()),
+                ]),
+                sorted: match (is, order) {
+                    (true, "asc") => "ascending",
+                    (true, _) => "descending",
+                    _ => "",
+                },
+            }
+        })
+        .collect();
+    let rows = data
+        .campaigns
+        .iter()
+        .map(|c| Row {
+            name: c.campaign.clone(),
+            query: with(&[("name", c.campaign.clone())]),
+            cells: cells(&c.totals, &currency),
+        })
+        .collect();
+    let mut back: Vec<String> = q
+        .back
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let here = q.page_token.clone().unwrap_or_default();
+    let sort_params = [("sort", sort.clone()), ("order", order.to_owned())];
+    let next_query = data.next_page_token.as_ref().map(|t| {
+        let mut b = back.clone();
+        b.push(if here.is_empty() {
+            "-".into()
+        } else {
+            here.clone()
+        });
+        let mut extra = sort_params.to_vec();
+        extra.extend([("page_token", t.clone()), ("back", b.join(","))]);
+        with(&extra)
+    });
+    let prev_query = back.pop().map(|t| {
+        let mut extra = sort_params.to_vec();
+        if t != "-" {
+            extra.push(("page_token", t));
+        }
+        extra.push(("back", back.join(",")));
+        with(&extra)
+    });
+    let keep = vec![
+        ("sort".to_owned(), sort.clone()),
+        ("order".to_owned(), order.to_owned()),
+    ];
+    let view = CampaignsView {
+        active: "campaigns",
+        is_admin: session.is_admin,
+        csrf: session.csrf.clone(),
+        presets: range.presets(&keep),
+        keep,
+        from,
+        to,
+        currency,
+        total: data.total_campaigns,
+        columns,
+        rows,
+        prev_query,
+        next_query,
+    };
+    page(&session, &view)
+}
+
+// ------------------------------------------------------------ campaign detail
+
+#[derive(Debug, Deserialize)]
+struct CampaignQuery {
+    name: String,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AttributionRow {
+    campaign: String,
+    last_click_conversions_micros: i64,
+    last_click_revenue_micros: i64,
+    linear_conversions_micros: i64,
+    linear_revenue_micros: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Attribution {
+    campaigns: Vec<AttributionRow>,
+}
+
+#[derive(Template)]
+#[template(path = "campaign.html")]
+struct CampaignView {
+    active: &'static str,
+    is_admin: bool,
+    csrf: String,
+    name: String,
+    from: String,
+    to: String,
+    currency: String,
+    presets: Vec<Preset>,
+    keep: Vec<(String, String)>,
+    tiles: Vec<Tile>,
+    charts: Vec<Chart>,
+    last_click_conversions: String,
+    last_click_revenue: String,
+    linear_conversions: String,
+    linear_revenue: String,
+}
+
+/// Credited conversions, from millionths, with two decimals.
+pub fn format_credit(micros: i64) -> String {
+    let hundredths = (micros + 5_000) / 10_000;
+    format!("{}.{:02}", format_count(hundredths / 100), hundredths % 100)
+}
+
+async fn campaign(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Query(q): Query<CampaignQuery>,
+) -> Response {
+    if q.name.is_empty() || q.name.chars().count() > 256 {
+        return error_page(
+            &headers,
+            StatusCode::BAD_REQUEST,
+            "Please check your input",
+            "Unknown campaign.",
+        );
+    }
+    let range = RangeQuery {
+        from: q.from.clone(),
+        to: q.to.clone(),
+    };
+    let mut series_q = range.params();
+    series_q.extend([
+        ("granularity", "day".to_owned()),
+        ("campaign", q.name.clone()),
+    ]);
+    let range_params = range.params();
+    let (series, attribution, overview) = tokio::join!(
+        state
+            .api
+            .get::<Series>(&session.token, "/v1/kpis/timeseries", &series_q),
+        state
+            .api
+            .get::<Attribution>(&session.token, "/v1/kpis/attribution", &range_params),
+        state
+            .api
+            .get::<TenantCurrency>(&session.token, "/v1/overview", &range_params),
+    );
+    let (series, attribution, currency) = match (series, attribution, overview) {
+        (Ok(s), Ok(a), Ok(o)) => (s, a, o.currency),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return api_error(&headers, e),
+    };
+    let mut sum = Totals::default();
+    for p in &series.points {
+        sum.impressions += p.totals.impressions;
+        sum.clicks += p.totals.clicks;
+        sum.conversions += p.totals.conversions;
+        sum.spend_micros += p.totals.spend_micros;
+        sum.revenue_micros += p.totals.revenue_micros;
+    }
+    let tile = |key, label, value| Tile {
+        key,
+        label,
+        value,
+        delta: String::new(),
+        trend: "flat",
+    };
+    let ratio = |n: i64, d: i64| (d != 0).then(|| n as f64 / d as f64);
+    let tiles = vec![
+        tile("spend", "Spend", format_money(sum.spend_micros, &currency)),
+        tile(
+            "revenue",
+            "Revenue",
+            format_money(sum.revenue_micros, &currency),
+        ),
+        tile(
+            "roas",
+            "ROAS",
+            format_ratio(ratio(sum.revenue_micros, sum.spend_micros), false),
+        ),
+        tile("clicks", "Clicks", format_count(sum.clicks)),
+        tile(
+            "ctr",
+            "CTR",
+            format_ratio(ratio(sum.clicks, sum.impressions), true),
+        ),
+        tile("conversions", "Conversions", format_count(sum.conversions)),
+    ];
+    let charts = [METRICS[0], METRICS[2]]
+        .iter()
+        .map(|(key, title, _, value, format)| {
+            line(
+                key,
+                (*title).to_owned(),
+                &series.points,
+                *value,
+                *format,
+                &[],
+            )
+        })
+        .collect();
+    let a = attribution.campaigns.iter().find(|a| a.campaign == q.name);
+    let (lc, lr, nc, nr) = a.map_or((0, 0, 0, 0), |a| {
+        (
+            a.last_click_conversions_micros,
+            a.last_click_revenue_micros,
+            a.linear_conversions_micros,
+            a.linear_revenue_micros,
+        )
+    });
+    let (from, to) = range.resolved();
+    let keep = vec![("name".to_owned(), q.name.clone())];
+    let view = CampaignView {
+        active: "campaigns",
+        is_admin: session.is_admin,
+        csrf: session.csrf.clone(),
+        presets: range.presets(&keep),
+        keep,
+        name: q.name,
+        from,
+        to,
+        tiles,
+        charts,
+        last_click_conversions: format_credit(lc),
+        last_click_revenue: format_money(lr, &currency),
+        linear_conversions: format_credit(nc),
+        linear_revenue: format_money(nr, &currency),
+        currency,
+    };
+    page(&session, &view)
+}
+
+// ----------------------------------------------------------------- channels
+
+#[derive(Debug, Deserialize)]
+struct ChannelKpis {
+    channel: String,
+    totals: Totals,
+}
+
+#[derive(Debug, Deserialize)]
+struct Channels {
+    channels: Vec<ChannelKpis>,
+}
+
+#[derive(Template)]
+#[template(path = "channels.html")]
+struct ChannelsView {
+    active: &'static str,
+    is_admin: bool,
+    csrf: String,
+    from: String,
+    to: String,
+    currency: String,
+    presets: Vec<Preset>,
+    keep: Vec<(String, String)>,
+    charts: Vec<Chart>,
+    columns: Vec<&'static str>,
+    rows: Vec<Row>,
+}
+
+async fn channels(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Query(range): Query<RangeQuery>,
+) -> Response {
+    let range_params = range.params();
+    let (data, overview) = tokio::join!(
+        state
+            .api
+            .get::<Channels>(&session.token, "/v1/kpis/channels", &range_params),
+        state
+            .api
+            .get::<TenantCurrency>(&session.token, "/v1/overview", &range_params),
+    );
+    let (data, currency) = match (data, overview) {
+        (Ok(d), Ok(o)) => (d, o.currency),
+        (Err(e), _) | (_, Err(e)) => return api_error(&headers, e),
+    };
+    let bars = |value: fn(&Totals) -> f64| -> Vec<(String, f64)> {
+        data.channels
+            .iter()
+            .map(|c| (c.channel.clone(), value(&c.totals)))
+            .collect()
+    };
+    let spend = bars(|t| t.spend_micros as f64);
+    let conversions = bars(|t| t.conversions as f64);
+    let spend_title = format!("Spend by channel ({currency})");
+    let charts = vec![
+        Chart {
+            key: "channel-spend",
+            svg: charts::bar_chart(&charts::Bars {
+                id: "channel-spend",
+                title: &spend_title,
+                bars: &spend,
+                format: money_axis,
+            }),
+            title: spend_title.clone(),
+            anomalies: 0,
+        },
+        Chart {
+            key: "channel-conversions",
+            svg: charts::bar_chart(&charts::Bars {
+                id: "channel-conversions",
+                title: "Conversions by channel",
+                bars: &conversions,
+                format: count_axis,
+            }),
+            title: "Conversions by channel".into(),
+            anomalies: 0,
+        },
+    ];
+    let rows = data
+        .channels
+        .iter()
+        .map(|c| Row {
+            name: c.channel.clone(),
+            query: String::new(),
+            cells: cells(&c.totals, &currency),
+        })
+        .collect();
+    let (from, to) = range.resolved();
+    let view = ChannelsView {
+        active: "channels",
+        is_admin: session.is_admin,
+        csrf: session.csrf.clone(),
+        presets: range.presets(&[]),
+        keep: Vec::new(),
+        from,
+        to,
+        currency,
+        charts,
+        columns: COLUMNS.iter().map(|c| c.1).collect(),
+        rows,
+    };
+    page(&session, &view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credits_and_axes_format() {
+        assert_eq!(format_credit(2_500_000), "2.50");
+        assert_eq!(format_credit(1_234_567_890), "1,234.57");
+        assert_eq!(money_axis(2_500_000_000.0), "2.5k");
+        assert_eq!(count_axis(999.0), "999");
+    }
+
+    #[test]
+    fn deltas_compare_with_the_previous_period() {
+        assert_eq!(
+            delta(110.0, 100.0),
+            ("+10.0% vs previous period".to_owned(), "up")
+        );
+        assert_eq!(delta(90.0, 100.0).1, "down");
+        assert_eq!(delta(5.0, 0.0).1, "flat");
+    }
 }

@@ -1,0 +1,433 @@
+//! Admin pages: users, API keys, audit log. The dashboard shows the links only to
+//! admins, but the API decides: a viewer who types the URL gets the API's 403 as a
+//! "Not allowed" page.
+
+use askama::Template;
+use axum::{
+    Form, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    api_client::ApiError,
+    pages::{AppState, api_error, error_page, page},
+    session::{self, Session},
+};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/users", get(users).post(create_user))
+        .route("/admin/users/{id}", post(change_user))
+        .route("/admin/api-keys", get(keys).post(create_key))
+        .route("/admin/api-keys/{id}/revoke", post(revoke_key))
+        .route("/admin/audit", get(audit))
+}
+
+fn csrf_refused(headers: &HeaderMap) -> Response {
+    error_page(
+        headers,
+        StatusCode::FORBIDDEN,
+        "Session expired",
+        "Please reload the page and try again.",
+    )
+}
+
+// ------------------------------------------------------------------- users
+
+#[derive(Debug, Deserialize)]
+struct User {
+    id: Uuid,
+    email: String,
+    display_name: String,
+    role: String,
+    disabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct UserList {
+    users: Vec<User>,
+}
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersView {
+    active: &'static str,
+    is_admin: bool,
+    csrf: String,
+    users: Vec<User>,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+async fn users_page(
+    state: &AppState,
+    session: &Session,
+    headers: &HeaderMap,
+    error: Option<String>,
+) -> Response {
+    match state
+        .api
+        .get::<UserList>(&session.token, "/v1/users", &[("limit", "200".into())])
+        .await
+    {
+        Ok(list) => page(
+            session,
+            &UsersView {
+                active: "users",
+                is_admin: session.is_admin,
+                csrf: session.csrf.clone(),
+                users: list.users,
+                notice: None,
+                error,
+            },
+        ),
+        Err(e) => api_error(headers, e),
+    }
+}
+
+async fn users(State(state): State<AppState>, session: Session, headers: HeaderMap) -> Response {
+    users_page(&state, &session, &headers, None).await
+}
+
+#[derive(Deserialize)]
+struct NewUserForm {
+    csrf: String,
+    email: String,
+    display_name: String,
+    role: String,
+}
+
+#[derive(Deserialize)]
+struct CreatedUser {
+    user: User,
+    initial_password: String,
+}
+
+#[derive(Template)]
+#[template(path = "user_created.html")]
+struct UserCreatedView {
+    active: &'static str,
+    is_admin: bool,
+    csrf: String,
+    email: String,
+    password: String,
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<NewUserForm>,
+) -> Response {
+    if !session::csrf_ok(&headers, &form.csrf) {
+        return csrf_refused(&headers);
+    }
+    let body = json!({ "email": form.email, "display_name": form.display_name, "role": form.role });
+    match state
+        .api
+        .post::<CreatedUser>(Some(&session.token), "/v1/users", &body)
+        .await
+    {
+        Ok(created) => page(
+            &session,
+            &UserCreatedView {
+                active: "users",
+                is_admin: session.is_admin,
+                csrf: session.csrf.clone(),
+                email: created.user.email,
+                password: created.initial_password,
+            },
+        ),
+        Err(ApiError::Invalid(detail)) => {
+            users_page(&state, &session, &headers, Some(detail)).await
+        }
+        Err(e) => api_error(&headers, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChangeUserForm {
+    csrf: String,
+    role: Option<String>,
+    disabled: Option<bool>,
+}
+
+async fn change_user(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    Form(form): Form<ChangeUserForm>,
+) -> Response {
+    if !session::csrf_ok(&headers, &form.csrf) {
+        return csrf_refused(&headers);
+    }
+    let mut body = serde_json::Map::new();
+    if let Some(role) = form.role {
+        body.insert("role".into(), json!(role));
+    }
+    if let Some(disabled) = form.disabled {
+        body.insert("disabled".into(), json!(disabled));
+    }
+    match state
+        .api
+        .patch::<serde_json::Value>(&session.token, &format!("/v1/users/{id}"), &body)
+        .await
+    {
+        Ok(_) => Redirect::to("/admin/users").into_response(),
+        Err(ApiError::Invalid(detail)) => {
+            users_page(&state, &session, &headers, Some(detail)).await
+        }
+        Err(e) => api_error(&headers, e),
+    }
+}
+
+// ---------------------------------------------------------------- API keys
+
+#[derive(Debug, Deserialize)]
+struct ApiKey {
+    id: Uuid,
+    name: String,
+    prefix: String,
+    scopes: Vec<String>,
+    created_at: String,
+    revoked_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyList {
+    keys: Vec<ApiKey>,
+}
+
+struct KeyRow {
+    id: Uuid,
+    name: String,
+    prefix: String,
+    scopes: String,
+    created: String,
+    revoked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+struct KeysView {
+    active: &'static str,
+    is_admin: bool,
+    csrf: String,
+    keys: Vec<KeyRow>,
+    new_secret: Option<String>,
+    error: Option<String>,
+}
+
+async fn keys_page(
+    state: &AppState,
+    session: &Session,
+    headers: &HeaderMap,
+    new_secret: Option<String>,
+    error: Option<String>,
+) -> Response {
+    match state
+        .api
+        .get::<KeyList>(&session.token, "/v1/api-keys", &[("limit", "200".into())])
+        .await
+    {
+        Ok(list) => page(
+            session,
+            &KeysView {
+                active: "keys",
+                is_admin: session.is_admin,
+                csrf: session.csrf.clone(),
+                keys: list
+                    .keys
+                    .into_iter()
+                    .map(|k| KeyRow {
+                        id: k.id,
+                        name: k.name,
+                        prefix: k.prefix,
+                        scopes: k.scopes.join(", "),
+                        created: k
+                            .created_at
+                            .chars()
+                            .take(16)
+                            .collect::<String>()
+                            .replace('T', " "),
+                        revoked: k.revoked_at.is_some(),
+                    })
+                    .collect(),
+                new_secret,
+                error,
+            },
+        ),
+        Err(e) => api_error(headers, e),
+    }
+}
+
+async fn keys(State(state): State<AppState>, session: Session, headers: HeaderMap) -> Response {
+    keys_page(&state, &session, &headers, None, None).await
+}
+
+#[derive(Deserialize)]
+struct NewKeyForm {
+    csrf: String,
+    name: String,
+    events_write: Option<String>,
+    kpis_read: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CreatedKey {
+    secret: String,
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<NewKeyForm>,
+) -> Response {
+    if !session::csrf_ok(&headers, &form.csrf) {
+        return csrf_refused(&headers);
+    }
+    let mut scopes = Vec::new();
+    if form.events_write.is_some() {
+        scopes.push("events:write");
+    }
+    if form.kpis_read.is_some() {
+        scopes.push("kpis:read");
+    }
+    if scopes.is_empty() {
+        return keys_page(
+            &state,
+            &session,
+            &headers,
+            None,
+            Some("Choose at least one scope.".into()),
+        )
+        .await;
+    }
+    let body = json!({ "name": form.name, "scopes": scopes });
+    match state
+        .api
+        .post::<CreatedKey>(Some(&session.token), "/v1/api-keys", &body)
+        .await
+    {
+        Ok(created) => keys_page(&state, &session, &headers, Some(created.secret), None).await,
+        Err(ApiError::Invalid(detail)) => {
+            keys_page(&state, &session, &headers, None, Some(detail)).await
+        }
+        Err(e) => api_error(&headers, e),
+    }
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    Form(form): Form<crate::pages::CsrfForm>,
+) -> Response {
+    if !session::csrf_ok(&headers, &form.csrf) {
+        return csrf_refused(&headers);
+    }
+    match state
+        .api
+        .delete::<serde_json::Value>(&session.token, &format!("/v1/api-keys/{id}"))
+        .await
+    {
+        Ok(_) => Redirect::to("/admin/api-keys").into_response(),
+        Err(e) => api_error(&headers, e),
+    }
+}
+
+// ---------------------------------------------------------------- audit log
+
+#[derive(Debug, Deserialize)]
+struct AuditEntry {
+    occurred_at: String,
+    actor: String,
+    action: String,
+    outcome: String,
+    client_addr: Option<String>,
+    request_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditPage {
+    entries: Vec<AuditEntry>,
+    next_before: Option<i64>,
+}
+
+struct AuditRow {
+    when: String,
+    actor: String,
+    action: String,
+    outcome: String,
+    client: String,
+    request: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditView {
+    active: &'static str,
+    is_admin: bool,
+    csrf: String,
+    entries: Vec<AuditRow>,
+    next_query: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    before: Option<i64>,
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    let mut query = vec![("limit", "50".to_owned())];
+    if let Some(before) = q.before {
+        query.push(("before", before.to_string()));
+    }
+    match state
+        .api
+        .get::<AuditPage>(&session.token, "/v1/audit-log", &query)
+        .await
+    {
+        Ok(p) => page(
+            &session,
+            &AuditView {
+                active: "audit",
+                is_admin: session.is_admin,
+                csrf: session.csrf.clone(),
+                next_query: p.next_before.map(|b| format!("before={b}")),
+                entries: p
+                    .entries
+                    .into_iter()
+                    .map(|e| AuditRow {
+                        when: e
+                            .occurred_at
+                            .chars()
+                            .take(19)
+                            .collect::<String>()
+                            .replace('T', " "),
+                        actor: e.actor,
+                        action: e.action,
+                        outcome: e.outcome,
+                        client: e.client_addr.unwrap_or_default(),
+                        request: e.request_id.unwrap_or_default(),
+                    })
+                    .collect(),
+            },
+        ),
+        Err(e) => api_error(&headers, e),
+    }
+}
