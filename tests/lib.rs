@@ -142,6 +142,9 @@ impl Stack {
                 http,
                 limits,
                 loader_timeout: Duration::from_secs(10),
+                max_decoded_bytes: 4 * 1024 * 1024,
+                rate_per_second: 5.0,
+                rate_burst: 30,
             },
             verifier,
         )

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod ratelimit;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
