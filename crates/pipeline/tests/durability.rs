@@ -251,7 +251,7 @@ async fn acknowledged_events_survive_sigkill_of_loader_and_ingest(admin: PgPool)
     .await
     .expect("clients finished in time");
 
-    let tally = tally.lock().unwrap();
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
     assert_eq!(kills, HashMap::from([("loader", 2), ("ingest", 2)]));
     assert!(
         tally.failures > 0,
