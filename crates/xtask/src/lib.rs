@@ -5,6 +5,7 @@
 )]
 
 pub mod access;
+pub mod bench;
 pub mod certs;
 pub mod seed;
 pub mod up;

@@ -23,6 +23,17 @@ enum Cmd {
     Certs,
     /// Regenerate docs/ACCESS.md from security/access-model.toml.
     Access,
+    /// Benchmarks against real release processes (results go to docs/BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// HTTP ingest → loader vs `psql \copy`, transform throughput, peak RSS.
+    Ingest(xtask::bench::ingest::Options),
 }
 
 #[tokio::main]
@@ -41,6 +52,9 @@ async fn main() -> anyhow::Result<()> {
             println!("wrote {}", dir.display());
             Ok(())
         }
+        Cmd::Bench {
+            bench: Bench::Ingest(options),
+        } => xtask::bench::ingest::run(options).await,
         Cmd::Access => {
             let path = xtask::up::workspace_root().join("docs/ACCESS.md");
             std::fs::write(
