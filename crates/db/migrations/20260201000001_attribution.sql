@@ -3,11 +3,14 @@
 -- SELECT/INSERT/UPDATE/DELETE on output.attribution (security/access-model.toml).
 
 -- A user's clicks before a conversion, and the conversions after a (late) click, are
--- looked up by (tenant, user, time). Partial: only clicks and conversions carry
--- attribution, so impressions and spend (~80% of events) do not pay for this index
--- on the loader's insert path.
-CREATE INDEX events_touch_idx ON raw.events (tenant_id, user_key, occurred_at)
-    WHERE event_type IN ('click', 'conversion') AND user_key IS NOT NULL;
+-- looked up by (tenant, user, time). One partial index per event type: only clicks and
+-- conversions carry attribution, so impressions and spend (~80% of events) do not pay
+-- for them on the loader's insert path, and a planner without statistics (right after
+-- a bulk load) cannot pick an index that lacks the user column.
+CREATE INDEX events_click_user_idx ON raw.events (tenant_id, user_key, occurred_at)
+    WHERE event_type = 'click';
+CREATE INDEX events_conversion_user_idx ON raw.events (tenant_id, user_key, occurred_at)
+    WHERE event_type = 'conversion';
 
 -- The conversions of one tenant-day, recomputed when any of them may have changed.
 CREATE INDEX events_conversion_day_idx ON raw.events (tenant_id, occurred_at)

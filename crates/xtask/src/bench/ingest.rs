@@ -227,6 +227,7 @@ async fn bench(opts: &Options, bin: &Path, pg: &Postgres) -> anyhow::Result<()> 
     }
     let http_secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(accepted as usize == n, "accepted {accepted} of {n} events");
+    println!("  {:.0} events/s in {http_secs:.1} s", n as f64 / http_secs);
     let ingest_rss = ingest.id().and_then(peak_rss_kib);
     let loader_rss = loader.id().and_then(peak_rss_kib);
     drop(bodies);
@@ -254,6 +255,7 @@ async fn bench(opts: &Options, bin: &Path, pg: &Postgres) -> anyhow::Result<()> 
         .fetch_one(&admin)
         .await?;
     anyhow::ensure!(copied as usize == n, "copied {copied} of {n}");
+    println!("  {:.0} events/s in {copy_secs:.1} s", n as f64 / copy_secs);
 
     println!("· transform: raw → daily facts + attribution");
     let mut env = db_env("beacon_transform")?;
