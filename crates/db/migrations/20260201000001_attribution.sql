@@ -13,7 +13,9 @@ CREATE INDEX events_conversion_user_idx ON raw.events (tenant_id, user_key, occu
     WHERE event_type = 'conversion';
 
 -- The conversions of one tenant-day, recomputed when any of them may have changed.
-CREATE INDEX events_conversion_day_idx ON raw.events (tenant_id, occurred_at)
+-- Keyed on the UTC day expression (what the transform filters on) rather than on
+-- occurred_at, so it cannot compete with the indexes above for time-range look-ups.
+CREATE INDEX events_conversion_date_idx ON raw.events (tenant_id, ((occurred_at AT TIME ZONE 'UTC')::date))
     WHERE event_type = 'conversion';
 
 COMMENT ON TABLE output.attribution IS

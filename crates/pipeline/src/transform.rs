@@ -299,8 +299,7 @@ async fn attribute(
              FROM days d
              JOIN raw.events e
                ON e.tenant_id = d.tenant_id AND e.event_type = 'conversion'
-              AND e.occurred_at >= d.day::timestamp AT TIME ZONE 'UTC'
-              AND e.occurred_at < (d.day + 1)::timestamp AT TIME ZONE 'UTC'
+              AND (e.occurred_at AT TIME ZONE 'UTC')::date = d.day
               AND e.user_key IS NOT NULL
               AND e.loaded_xid < $3::xid8
          ), touch AS (
