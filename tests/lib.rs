@@ -176,6 +176,25 @@ impl Stack {
             .await
             .expect("transform")
     }
+
+    /// Runs transform until `expected` events were processed, for at most ~30 s. The
+    /// watermark is the oldest running transaction of the whole PostgreSQL cluster, so
+    /// an open transaction elsewhere (a parallel test) delays a run: lag, never loss.
+    pub async fn transform_until(&self, expected: usize) -> pipeline::transform::RunStats {
+        let mut total = pipeline::transform::RunStats::default();
+        for _ in 0..300 {
+            let s = self.transform().await;
+            total.events += s.events;
+            total.facts_touched += s.facts_touched;
+            total.attribution_days += s.attribution_days;
+            total.chunks += s.chunks;
+            if total.events as usize >= expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        total
+    }
 }
 
 impl Drop for Stack {
