@@ -251,6 +251,7 @@ async fn bench(opts: &Options, bin: &Path, pg: &Postgres) -> anyhow::Result<()> 
         .context("running psql")?;
     let copy_secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(status.success(), "psql \\copy failed");
+    let _ = std::fs::remove_file(&csv_path);
     let copied: i64 = sqlx::query_scalar("SELECT count(*) FROM bench.events")
         .fetch_one(&admin)
         .await?;
