@@ -38,7 +38,9 @@ use uuid::Uuid;
 /// How a run works; from the environment in production, explicit in tests.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    /// A click is credited for a conversion of the same user at most this long after it.
+    /// A click is credited for a conversion of the same user at most this many days
+    /// (exactly 24 h each: SQL uses an hours interval, because a days interval would
+    /// follow the session time zone's daylight-saving changes) after it.
     pub attribution_window_days: i32,
     /// Rows per chunk (a chunk is one transaction).
     pub chunk_events: i64,
@@ -270,7 +272,7 @@ async fn attribute(
            ON c.tenant_id = k.tenant_id AND c.user_key = k.user_key
           AND c.event_type = 'conversion'
           AND c.occurred_at >= k.occurred_at
-          AND c.occurred_at <= k.occurred_at + make_interval(days => $3)
+          AND c.occurred_at <= k.occurred_at + make_interval(hours => 24 * $3)
           AND c.loaded_xid < $2::xid8",
     )
     .bind(low)
@@ -309,7 +311,7 @@ async fn attribute(
              JOIN raw.events k
                ON k.tenant_id = c.tenant_id AND k.user_key = c.user_key AND k.event_type = 'click'
               AND k.occurred_at <= c.occurred_at
-              AND k.occurred_at >= c.occurred_at - make_interval(days => $4)
+              AND k.occurred_at >= c.occurred_at - make_interval(hours => 24 * $4)
               AND k.loaded_xid < $3::xid8
              WINDOW w AS (PARTITION BY c.tenant_id, c.event_id ORDER BY k.occurred_at, k.event_id COLLATE \"C\")
          ), credit AS (
