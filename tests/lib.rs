@@ -158,6 +158,9 @@ impl Stack {
                 http,
                 limits,
                 loader_timeout: Duration::from_secs(10),
+                max_decoded_bytes: 4 * 1024 * 1024,
+                rate_per_second: 5.0,
+                rate_burst: 30,
             },
             verifier,
         )
@@ -235,7 +238,10 @@ impl Stack {
     /// this one, so a run may stop short (lag, never loss) and is repeated. Returns
     /// the totals of all runs.
     pub async fn transform(&self) -> pipeline::transform::RunStats {
-        let pool = self.db("beacon_transform").pool();
+        // A batch job: the transform's statements get a batch-sized timeout.
+        let mut db = self.db("beacon_transform");
+        db.statement_timeout = Duration::from_secs(300);
+        let pool = db.pool();
         let mut owner = self.owner().await;
         let newest: Option<String> =
             sqlx::query_scalar("SELECT max(loaded_xid)::text FROM raw.events")
@@ -262,6 +268,25 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("transform did not catch up within a minute");
+    }
+
+    /// Runs transform until `expected` events were processed, for at most ~30 s. The
+    /// watermark is the oldest running transaction of the whole PostgreSQL cluster, so
+    /// an open transaction elsewhere (a parallel test) delays a run: lag, never loss.
+    pub async fn transform_until(&self, expected: usize) -> pipeline::transform::RunStats {
+        let mut total = pipeline::transform::RunStats::default();
+        for _ in 0..300 {
+            let s = self.transform().await;
+            total.events += s.events;
+            total.facts_touched += s.facts_touched;
+            total.attribution_days += s.attribution_days;
+            total.chunks += s.chunks;
+            if total.events as usize >= expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        total
     }
 }
 

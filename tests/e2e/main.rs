@@ -4,5 +4,6 @@
 mod analytics_kpis;
 mod api_attacks;
 mod identity;
+mod ingest_and_attribution;
 mod tracing;
 mod walking_skeleton;

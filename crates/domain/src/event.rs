@@ -1,6 +1,6 @@
 //! Raw marketing events: impression, click, conversion, spend.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime, UtcOffset, format_description::well_known::Rfc3339};
@@ -102,10 +102,13 @@ impl Default for Limits {
     }
 }
 
-/// What is wrong with one line (1-based) and which field.
+/// What is wrong with one line (1-based), which CSV column (1-based, CSV only) and
+/// which field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
     pub line: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     pub message: String,
@@ -126,35 +129,39 @@ pub enum BatchError {
     },
 }
 
-/// The wire shape of one NDJSON line. Unknown fields are refused (a typo must not be
-/// silently dropped) and a tenant field is refused with an explanation.
-#[derive(Deserialize, Serialize)]
+/// The fields of one event as they arrive, before validation. NDJSON deserializes
+/// into it directly; CSV builds it from the header-mapped cells. Both then go through
+/// the same [`validate`], so the two formats cannot drift apart.
+///
+/// Unknown JSON fields are refused (a typo must not be silently dropped) and a tenant
+/// field is refused with an explanation.
+#[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Wire<'a> {
     #[serde(borrow)]
-    event_id: std::borrow::Cow<'a, str>,
+    event_id: Cow<'a, str>,
     #[serde(rename = "type")]
-    event_type: std::borrow::Cow<'a, str>,
-    occurred_at: std::borrow::Cow<'a, str>,
-    campaign: std::borrow::Cow<'a, str>,
-    channel: std::borrow::Cow<'a, str>,
+    event_type: Cow<'a, str>,
+    occurred_at: Cow<'a, str>,
+    campaign: Cow<'a, str>,
+    channel: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    user_key: Option<std::borrow::Cow<'a, str>>,
+    user_key: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "is_zero")]
     cost_micros: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     revenue_micros: Option<i64>,
-    currency: std::borrow::Cow<'a, str>,
+    currency: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    utm_source: Option<std::borrow::Cow<'a, str>>,
+    utm_source: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    utm_medium: Option<std::borrow::Cow<'a, str>>,
+    utm_medium: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    utm_campaign: Option<std::borrow::Cow<'a, str>>,
+    utm_campaign: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    utm_term: Option<std::borrow::Cow<'a, str>>,
+    utm_term: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    utm_content: Option<std::borrow::Cow<'a, str>>,
+    utm_content: Option<Cow<'a, str>>,
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -162,17 +169,53 @@ fn is_zero(v: &i64) -> bool {
 }
 
 const TENANT_FIELDS: [&str; 3] = ["tenant", "tenant_id", "tenantId"];
+const TENANT_MESSAGE: &str = "the tenant comes from your credential; remove this field";
+
+/// Every field name, in canonical (CSV header) order.
+pub const FIELDS: [&str; 14] = [
+    "event_id",
+    "type",
+    "occurred_at",
+    "campaign",
+    "channel",
+    "user_key",
+    "cost_micros",
+    "revenue_micros",
+    "currency",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+];
+/// Fields every event must carry (a CSV header must name them).
+const REQUIRED: [&str; 6] = [
+    "event_id",
+    "type",
+    "occurred_at",
+    "campaign",
+    "channel",
+    "currency",
+];
 
 struct LineCheck<'l> {
     line: usize,
     limits: &'l Limits,
+    /// (field, 1-based column) for CSV; empty for NDJSON.
+    columns: &'l [(&'static str, usize)],
     errors: Vec<FieldError>,
 }
 
 impl LineCheck<'_> {
     fn fail(&mut self, field: &str, message: impl Into<String>) {
+        let column = self
+            .columns
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, c)| *c);
         self.errors.push(FieldError {
             line: self.line,
+            column,
             field: Some(field.to_owned()),
             message: message.into(),
         });
@@ -227,6 +270,135 @@ impl LineCheck<'_> {
     }
 }
 
+fn line_error(line: usize, message: String) -> Vec<FieldError> {
+    vec![FieldError {
+        line,
+        column: None,
+        field: None,
+        message,
+    }]
+}
+
+/// The one set of rules for an event, whatever format it came in.
+fn validate(
+    wire: &Wire<'_>,
+    check: &mut LineCheck<'_>,
+    now: OffsetDateTime,
+) -> Result<Event, Vec<FieldError>> {
+    let c = check;
+    let limits = c.limits;
+    let event_id = c.text("event_id", &wire.event_id, true);
+    let event_type = EventType::parse(&wire.event_type);
+    if event_type.is_none() {
+        c.fail(
+            "type",
+            "must be one of impression, click, conversion, spend",
+        );
+    }
+    let occurred_at = match OffsetDateTime::parse(&wire.occurred_at, &Rfc3339) {
+        Ok(t) => {
+            let t = t.to_offset(UtcOffset::UTC);
+            if t < now - limits.max_past {
+                c.fail(
+                    "occurred_at",
+                    format!(
+                        "more than {} days in the past",
+                        limits.max_past.whole_days()
+                    ),
+                );
+            } else if t > now + limits.max_future {
+                c.fail(
+                    "occurred_at",
+                    format!(
+                        "more than {} minutes in the future",
+                        limits.max_future.whole_minutes()
+                    ),
+                );
+            }
+            Some(t)
+        }
+        Err(_) => {
+            c.fail(
+                "occurred_at",
+                "must be an RFC 3339 timestamp with offset, e.g. 2026-01-31T12:00:00Z",
+            );
+            None
+        }
+    };
+    let campaign = c.text("campaign", &wire.campaign, true);
+    let channel = c.token("channel", &wire.channel);
+    let user_key = wire
+        .user_key
+        .as_deref()
+        .and_then(|v| c.text("user_key", v, false));
+    let cost_micros = c.money("cost_micros", wire.cost_micros);
+    let revenue_micros = match (event_type, wire.revenue_micros) {
+        (Some(EventType::Conversion), None) => {
+            c.fail("revenue_micros", "is required for a conversion");
+            0
+        }
+        (Some(EventType::Conversion), Some(v)) => c.money("revenue_micros", v),
+        (Some(_), Some(_)) => {
+            c.fail("revenue_micros", "is only allowed on a conversion");
+            0
+        }
+        _ => 0,
+    };
+    if event_type == Some(EventType::Spend) && cost_micros == 0 {
+        c.fail(
+            "cost_micros",
+            "is required (and positive) for a spend event",
+        );
+    }
+    let currency = Currency::parse(&wire.currency);
+    if currency.is_none() {
+        c.fail("currency", "must be an ISO 4217 code such as EUR or USD");
+    }
+    let mut utm =
+        |field: &str, v: &Option<Cow<'_, str>>| v.as_deref().and_then(|v| c.text(field, v, false));
+    let utm_source = utm("utm_source", &wire.utm_source);
+    let utm_medium = utm("utm_medium", &wire.utm_medium);
+    let utm_campaign = utm("utm_campaign", &wire.utm_campaign);
+    let utm_term = utm("utm_term", &wire.utm_term);
+    let utm_content = utm("utm_content", &wire.utm_content);
+    if !c.errors.is_empty() {
+        return Err(std::mem::take(&mut c.errors));
+    }
+    match (
+        event_id,
+        event_type,
+        occurred_at,
+        campaign,
+        channel,
+        currency,
+    ) {
+        (
+            Some(event_id),
+            Some(event_type),
+            Some(occurred_at),
+            Some(campaign),
+            Some(channel),
+            Some(currency),
+        ) => Ok(Event {
+            event_id,
+            event_type,
+            occurred_at,
+            campaign,
+            channel,
+            user_key,
+            cost_micros,
+            revenue_micros,
+            currency,
+            utm_source,
+            utm_medium,
+            utm_campaign,
+            utm_term,
+            utm_content,
+        }),
+        _ => Err(line_error(c.line, "invalid event".into())),
+    }
+}
+
 impl Event {
     /// Parses one JSON object (`line` is its 1-based line number, for errors).
     pub fn parse(
@@ -235,18 +407,11 @@ impl Event {
         limits: &Limits,
         now: OffsetDateTime,
     ) -> Result<Self, Vec<FieldError>> {
-        let line_error = |message: String| {
-            vec![FieldError {
-                line: line_no,
-                field: None,
-                message,
-            }]
-        };
         if line.len() > limits.max_line_bytes {
-            return Err(line_error(format!(
-                "line longer than {} bytes",
-                limits.max_line_bytes
-            )));
+            return Err(line_error(
+                line_no,
+                format!("line longer than {} bytes", limits.max_line_bytes),
+            ));
         }
         let wire: Wire<'_> = match serde_json::from_slice(line) {
             Ok(w) => w,
@@ -259,135 +424,37 @@ impl Event {
                 return Err(match field {
                     Some(f) => vec![FieldError {
                         line: line_no,
+                        column: None,
                         field: Some(f),
-                        message: "the tenant comes from your credential; remove this field".into(),
+                        message: TENANT_MESSAGE.into(),
                     }],
-                    None => line_error(format!("invalid JSON event: {}", strip_position(&msg))),
+                    None => line_error(
+                        line_no,
+                        format!("invalid JSON event: {}", strip_position(&msg)),
+                    ),
                 });
             }
         };
-        let mut c = LineCheck {
+        let mut check = LineCheck {
             line: line_no,
             limits,
+            columns: &[],
             errors: Vec::new(),
         };
-        let event_id = c.text("event_id", &wire.event_id, true);
-        let event_type = EventType::parse(&wire.event_type);
-        if event_type.is_none() {
-            c.fail(
-                "type",
-                "must be one of impression, click, conversion, spend",
-            );
-        }
-        let occurred_at = match OffsetDateTime::parse(&wire.occurred_at, &Rfc3339) {
-            Ok(t) => {
-                let t = t.to_offset(UtcOffset::UTC);
-                if t < now - limits.max_past {
-                    c.fail(
-                        "occurred_at",
-                        format!(
-                            "more than {} days in the past",
-                            limits.max_past.whole_days()
-                        ),
-                    );
-                } else if t > now + limits.max_future {
-                    c.fail(
-                        "occurred_at",
-                        format!(
-                            "more than {} minutes in the future",
-                            limits.max_future.whole_minutes()
-                        ),
-                    );
-                }
-                Some(t)
-            }
-            Err(_) => {
-                c.fail(
-                    "occurred_at",
-                    "must be an RFC 3339 timestamp with offset, e.g. 2026-01-31T12:00:00Z",
-                );
-                None
-            }
-        };
-        let campaign = c.text("campaign", &wire.campaign, true);
-        let channel = c.token("channel", &wire.channel);
-        let user_key = wire
-            .user_key
-            .as_deref()
-            .and_then(|v| c.text("user_key", v, false));
-        let cost_micros = c.money("cost_micros", wire.cost_micros);
-        let revenue_micros = match (event_type, wire.revenue_micros) {
-            (Some(EventType::Conversion), None) => {
-                c.fail("revenue_micros", "is required for a conversion");
-                0
-            }
-            (Some(EventType::Conversion), Some(v)) => c.money("revenue_micros", v),
-            (Some(_), Some(_)) => {
-                c.fail("revenue_micros", "is only allowed on a conversion");
-                0
-            }
-            _ => 0,
-        };
-        if event_type == Some(EventType::Spend) && cost_micros == 0 {
-            c.fail(
-                "cost_micros",
-                "is required (and positive) for a spend event",
-            );
-        }
-        let currency = Currency::parse(&wire.currency);
-        if currency.is_none() {
-            c.fail("currency", "must be an ISO 4217 code such as EUR or USD");
-        }
-        let mut utm = |field: &str, v: &Option<std::borrow::Cow<'_, str>>| {
-            v.as_deref().and_then(|v| c.text(field, v, false))
-        };
-        let utm_source = utm("utm_source", &wire.utm_source);
-        let utm_medium = utm("utm_medium", &wire.utm_medium);
-        let utm_campaign = utm("utm_campaign", &wire.utm_campaign);
-        let utm_term = utm("utm_term", &wire.utm_term);
-        let utm_content = utm("utm_content", &wire.utm_content);
-        if !c.errors.is_empty() {
-            return Err(c.errors);
-        }
-        match (
-            event_id,
-            event_type,
-            occurred_at,
-            campaign,
-            channel,
-            currency,
-        ) {
-            (
-                Some(event_id),
-                Some(event_type),
-                Some(occurred_at),
-                Some(campaign),
-                Some(channel),
-                Some(currency),
-            ) => Ok(Self {
-                event_id,
-                event_type,
-                occurred_at,
-                campaign,
-                channel,
-                user_key,
-                cost_micros,
-                revenue_micros,
-                currency,
-                utm_source,
-                utm_medium,
-                utm_campaign,
-                utm_term,
-                utm_content,
-            }),
-            _ => Err(line_error("invalid event".into())),
-        }
+        validate(&wire, &mut check, now)
     }
 
     /// The canonical NDJSON line for this event (no trailing newline).
     pub fn to_json_line(&self) -> String {
-        let occurred_at = self.occurred_at.format(&Rfc3339).unwrap_or_default();
-        let wire = Wire {
+        serde_json::to_string(&self.wire(&self.occurred_at_text())).unwrap_or_default()
+    }
+
+    fn occurred_at_text(&self) -> String {
+        self.occurred_at.format(&Rfc3339).unwrap_or_default()
+    }
+
+    fn wire<'s>(&'s self, occurred_at: &'s str) -> Wire<'s> {
+        Wire {
             event_id: self.event_id.as_str().into(),
             event_type: self.event_type.as_str().into(),
             occurred_at: occurred_at.into(),
@@ -403,14 +470,88 @@ impl Event {
             utm_campaign: self.utm_campaign.as_deref().map(Into::into),
             utm_term: self.utm_term.as_deref().map(Into::into),
             utm_content: self.utm_content.as_deref().map(Into::into),
-        };
-        serde_json::to_string(&wire).unwrap_or_default()
+        }
     }
 }
 
 /// serde_json appends " at line 1 column 17"; the column is useful, the line is ours.
 fn strip_position(msg: &str) -> String {
     msg.replace(" at line 1 column", " at column")
+}
+
+/// Collects parsed lines into an all-or-nothing batch: the event limit, the error cap
+/// and the rule that an `event_id` appears once per batch, for every format.
+struct BatchBuilder<'l> {
+    limits: &'l Limits,
+    events: Vec<Event>,
+    errors: Vec<FieldError>,
+    truncated: bool,
+    seen: std::collections::HashSet<String>,
+}
+
+impl<'l> BatchBuilder<'l> {
+    fn new(limits: &'l Limits) -> Self {
+        Self {
+            limits,
+            events: Vec::new(),
+            errors: Vec::new(),
+            truncated: false,
+            seen: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Room for one more line? `Err` when the batch is over its event limit.
+    fn admit(&self) -> Result<(), BatchError> {
+        if self.events.len() + self.errors.len() >= self.limits.max_events {
+            return Err(BatchError::TooManyEvents {
+                max: self.limits.max_events,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds one line's outcome; returns `false` once the error cap is reached.
+    fn push(
+        &mut self,
+        line: usize,
+        column: Option<usize>,
+        parsed: Result<Event, Vec<FieldError>>,
+    ) -> bool {
+        match parsed {
+            Ok(event) => {
+                if !self.seen.insert(event.event_id.clone()) {
+                    self.errors.push(FieldError {
+                        line,
+                        column,
+                        field: Some("event_id".into()),
+                        message: "repeated within this batch".into(),
+                    });
+                } else if self.errors.is_empty() {
+                    self.events.push(event);
+                }
+            }
+            Err(mut e) => self.errors.append(&mut e),
+        }
+        if self.errors.len() > self.limits.max_errors {
+            self.errors.truncate(self.limits.max_errors);
+            self.truncated = true;
+            return false;
+        }
+        true
+    }
+
+    fn finish(self) -> Result<Vec<Event>, BatchError> {
+        if !self.errors.is_empty() {
+            return Err(BatchError::Invalid {
+                errors: self.errors,
+                truncated: self.truncated,
+            });
+        }
+        if self.events.is_empty() {
+            return Err(BatchError::Empty);
+        }
+        Ok(self.events)
+    }
 }
 
 /// Parses an NDJSON batch: one event per non-blank line, all or nothing. Also rejects
@@ -420,47 +561,210 @@ pub fn parse_ndjson(
     limits: &Limits,
     now: OffsetDateTime,
 ) -> Result<Vec<Event>, BatchError> {
-    let mut events = Vec::new();
-    let mut errors = Vec::new();
-    let mut truncated = false;
-    let mut seen = std::collections::HashSet::new();
+    let mut batch = BatchBuilder::new(limits);
     for (i, line) in body.split(|b| *b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        if events.len() + errors.len() >= limits.max_events {
-            return Err(BatchError::TooManyEvents {
-                max: limits.max_events,
-            });
-        }
-        match Event::parse(i + 1, line, limits, now) {
-            Ok(event) => {
-                if !seen.insert(event.event_id.clone()) {
-                    errors.push(FieldError {
-                        line: i + 1,
-                        field: Some("event_id".into()),
-                        message: "repeated within this batch".into(),
-                    });
-                } else if errors.is_empty() {
-                    events.push(event);
-                }
-            }
-            Err(mut e) => errors.append(&mut e),
-        }
-        if errors.len() > limits.max_errors {
-            errors.truncate(limits.max_errors);
-            truncated = true;
+        batch.admit()?;
+        if !batch.push(i + 1, None, Event::parse(i + 1, line, limits, now)) {
             break;
         }
     }
-    if !errors.is_empty() {
-        return Err(BatchError::Invalid { errors, truncated });
-    }
-    if events.is_empty() {
+    batch.finish()
+}
+
+/// Parses a CSV batch (RFC 4180, comma-separated, a header row naming the columns in
+/// any order, see [`FIELDS`]), all or nothing, with exactly the rules of
+/// [`parse_ndjson`]. An empty cell is an absent optional field. Errors name the line,
+/// the column (1-based) and the field.
+pub fn parse_csv(
+    body: &[u8],
+    limits: &Limits,
+    now: OffsetDateTime,
+) -> Result<Vec<Event>, BatchError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(body);
+    let header = match reader.byte_headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            return Err(BatchError::Invalid {
+                errors: line_error(1, format!("cannot read the header row: {e}")),
+                truncated: false,
+            });
+        }
+    };
+    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
         return Err(BatchError::Empty);
     }
-    Ok(events)
+    let columns = csv_columns(&header, limits)?;
+    let mut batch = BatchBuilder::new(limits);
+    let mut record = csv::ByteRecord::new();
+    loop {
+        let line = reader.position().line() as usize;
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                batch.push(
+                    line,
+                    None,
+                    Err(line_error(line, format!("malformed CSV: {e}"))),
+                );
+                break;
+            }
+        }
+        let line = record.position().map_or(line, |p| p.line() as usize);
+        if record.len() == 1 && record[0].is_empty() {
+            continue;
+        }
+        batch.admit()?;
+        let parsed = csv_record(line, &record, header.len(), &columns, limits, now);
+        if !batch.push(line, column_of(&columns, "event_id"), parsed) {
+            break;
+        }
+    }
+    batch.finish()
+}
+
+fn column_of(columns: &[(&'static str, usize)], field: &str) -> Option<usize> {
+    columns.iter().find(|(f, _)| *f == field).map(|(_, c)| *c)
+}
+
+/// Maps header cells to fields; refuses unknown, repeated, tenant and missing columns.
+fn csv_columns(
+    header: &csv::ByteRecord,
+    limits: &Limits,
+) -> Result<Vec<(&'static str, usize)>, BatchError> {
+    let mut columns = Vec::new();
+    let mut errors = Vec::new();
+    let fail =
+        |errors: &mut Vec<FieldError>, column: usize, field: Option<String>, message: String| {
+            errors.push(FieldError {
+                line: 1,
+                column: Some(column),
+                field,
+                message,
+            });
+        };
+    for (i, cell) in header.iter().enumerate() {
+        let column = i + 1;
+        let name = std::str::from_utf8(cell).unwrap_or("").trim();
+        if TENANT_FIELDS.contains(&name) {
+            fail(
+                &mut errors,
+                column,
+                Some(name.to_owned()),
+                TENANT_MESSAGE.into(),
+            );
+        } else if let Some(field) = FIELDS.iter().find(|f| **f == name) {
+            if column_of(&columns, field).is_some() {
+                fail(
+                    &mut errors,
+                    column,
+                    Some(name.to_owned()),
+                    "column repeated in the header".into(),
+                );
+            } else {
+                columns.push((*field, column));
+            }
+        } else {
+            let shown: String = String::from_utf8_lossy(cell).chars().take(64).collect();
+            fail(
+                &mut errors,
+                column,
+                None,
+                format!(
+                    "unknown column {shown:?}; expected one of {}",
+                    FIELDS.join(", ")
+                ),
+            );
+        }
+    }
+    for field in REQUIRED {
+        if column_of(&columns, field).is_none() {
+            errors.push(FieldError {
+                line: 1,
+                column: None,
+                field: Some(field.to_owned()),
+                message: "required column missing from the header".into(),
+            });
+        }
+    }
+    if errors.is_empty() {
+        return Ok(columns);
+    }
+    let truncated = errors.len() > limits.max_errors;
+    errors.truncate(limits.max_errors.max(1));
+    Err(BatchError::Invalid { errors, truncated })
+}
+
+fn csv_record(
+    line: usize,
+    record: &csv::ByteRecord,
+    width: usize,
+    columns: &[(&'static str, usize)],
+    limits: &Limits,
+    now: OffsetDateTime,
+) -> Result<Event, Vec<FieldError>> {
+    if record.as_slice().len() > limits.max_line_bytes {
+        return Err(line_error(
+            line,
+            format!("line longer than {} bytes", limits.max_line_bytes),
+        ));
+    }
+    if record.len() != width {
+        return Err(line_error(
+            line,
+            format!("has {} fields, the header has {width}", record.len()),
+        ));
+    }
+    let mut check = LineCheck {
+        line,
+        limits,
+        columns,
+        errors: Vec::new(),
+    };
+    let mut wire = Wire::default();
+    for &(field, column) in columns {
+        let Ok(cell) = std::str::from_utf8(&record[column - 1]) else {
+            check.fail(field, "is not valid UTF-8");
+            continue;
+        };
+        let text = || Some(Cow::Borrowed(cell)).filter(|c| !c.is_empty());
+        let number = |check: &mut LineCheck<'_>| {
+            if cell.is_empty() {
+                return None;
+            }
+            cell.parse::<i64>()
+                .map_err(|_| check.fail(field, "must be an integer number of micros"))
+                .ok()
+        };
+        match field {
+            "event_id" => wire.event_id = cell.into(),
+            "type" => wire.event_type = cell.into(),
+            "occurred_at" => wire.occurred_at = cell.into(),
+            "campaign" => wire.campaign = cell.into(),
+            "channel" => wire.channel = cell.into(),
+            "currency" => wire.currency = cell.into(),
+            "user_key" => wire.user_key = text(),
+            "cost_micros" => wire.cost_micros = number(&mut check).unwrap_or(0),
+            "revenue_micros" => wire.revenue_micros = number(&mut check),
+            "utm_source" => wire.utm_source = text(),
+            "utm_medium" => wire.utm_medium = text(),
+            "utm_campaign" => wire.utm_campaign = text(),
+            "utm_term" => wire.utm_term = text(),
+            "utm_content" => wire.utm_content = text(),
+            _ => {}
+        }
+    }
+    if !check.errors.is_empty() {
+        return Err(check.errors);
+    }
+    validate(&wire, &mut check, now)
 }
 
 /// The canonical NDJSON body for events.
@@ -471,6 +775,36 @@ pub fn to_ndjson(events: &[Event]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A CSV body for events: the header row ([`FIELDS`]) and one row per event.
+pub fn to_csv(events: &[Event]) -> String {
+    let mut writer = csv::Writer::from_writer(Vec::with_capacity(events.len() * 160));
+    let _ = writer.write_record(FIELDS);
+    for e in events {
+        let at = e.occurred_at_text();
+        let w = e.wire(&at);
+        let cost = w.cost_micros.to_string();
+        let revenue = w.revenue_micros.map(|r| r.to_string()).unwrap_or_default();
+        let o = |v: &Option<Cow<'_, str>>| v.as_deref().unwrap_or("").to_owned();
+        let _ = writer.write_record([
+            w.event_id.as_ref(),
+            w.event_type.as_ref(),
+            w.occurred_at.as_ref(),
+            w.campaign.as_ref(),
+            w.channel.as_ref(),
+            &o(&w.user_key),
+            &cost,
+            &revenue,
+            w.currency.as_ref(),
+            &o(&w.utm_source),
+            &o(&w.utm_medium),
+            &o(&w.utm_campaign),
+            &o(&w.utm_term),
+            &o(&w.utm_content),
+        ]);
+    }
+    String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -528,6 +862,7 @@ mod tests {
             errors,
             vec![FieldError {
                 line: 2,
+                column: None,
                 field: Some("type".into()),
                 message: "must be one of impression, click, conversion, spend".into()
             }]
@@ -561,6 +896,122 @@ mod tests {
         assert!(parse_ndjson(conv.as_bytes(), &Limits::default(), NOW).is_err());
         let dup = format!("{}\n{}\n", line(""), line(""));
         assert!(parse_ndjson(dup.as_bytes(), &Limits::default(), NOW).is_err());
+    }
+
+    fn csv_body(rows: &[&str]) -> String {
+        let mut s = "event_id,type,occurred_at,campaign,channel,currency,cost_micros,revenue_micros,user_key\n".to_owned();
+        for r in rows {
+            s.push_str(r);
+            s.push('\n');
+        }
+        s
+    }
+
+    #[test]
+    fn csv_parses_like_ndjson() {
+        let body = csv_body(&[
+            "e1,click,2026-06-15T10:00:00+02:00,Summer Sale,search,EUR,250000,,u1",
+            "e2,conversion,2026-06-15T11:00:00Z,\"Sale, \"\"big\"\"\",search,EUR,,990000,u1",
+        ]);
+        let events = parse_csv(body.as_bytes(), &Limits::default(), NOW).unwrap();
+        assert_eq!(events.len(), 2);
+        let from_json = parse_ndjson(
+            line("")
+                .replace("\"cost", "\"user_key\":\"u1\",\"cost")
+                .as_bytes(),
+            &Limits::default(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(events[0], from_json[0]);
+        assert_eq!(events[1].campaign, "Sale, \"big\"");
+        assert_eq!(events[1].revenue_micros, 990_000);
+    }
+
+    #[test]
+    fn csv_errors_name_line_column_and_field() {
+        let body = csv_body(&[
+            "e1,click,2026-06-15T10:00:00Z,Summer Sale,search,EUR,250000,,u1",
+            "e2,click,2026-06-15T10:00:00Z,Summer Sale,search,EUR,lots,,u1",
+            "e3,clack,2026-06-15T10:00:00Z,Summer Sale,search,EUR,1,,u1",
+            "e4,click,2026-06-15T10:00:00Z,Summer Sale,search",
+        ]);
+        let BatchError::Invalid { errors, .. } =
+            parse_csv(body.as_bytes(), &Limits::default(), NOW).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(errors[0].line, 3);
+        assert_eq!(errors[0].column, Some(7));
+        assert_eq!(errors[0].field.as_deref(), Some("cost_micros"));
+        assert_eq!(errors[1].line, 4);
+        assert_eq!(errors[1].column, Some(2));
+        assert_eq!(errors[1].field.as_deref(), Some("type"));
+        assert_eq!(errors[2].line, 5);
+        assert!(errors[2].message.contains("fields"), "{:?}", errors[2]);
+    }
+
+    #[test]
+    fn csv_header_is_checked() {
+        let tenant = "event_id,type,occurred_at,campaign,channel,currency,tenant_id\n";
+        let BatchError::Invalid { errors, .. } =
+            parse_csv(tenant.as_bytes(), &Limits::default(), NOW).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(errors[0].column, Some(7));
+        assert!(errors[0].message.contains("credential"));
+        let missing = "event_id,type,occurred_at,campaign,channel,colour\n";
+        let BatchError::Invalid { errors, .. } =
+            parse_csv(missing.as_bytes(), &Limits::default(), NOW).unwrap_err()
+        else {
+            panic!()
+        };
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.column == Some(6) && e.message.contains("unknown column"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.field.as_deref() == Some("currency") && e.message.contains("missing"))
+        );
+        assert_eq!(
+            parse_csv(b"", &Limits::default(), NOW).unwrap_err(),
+            BatchError::Empty
+        );
+        let header_only = csv_body(&[]);
+        assert_eq!(
+            parse_csv(header_only.as_bytes(), &Limits::default(), NOW).unwrap_err(),
+            BatchError::Empty
+        );
+    }
+
+    #[test]
+    fn csv_limits_and_duplicates() {
+        let limits = Limits {
+            max_events: 1,
+            ..Limits::default()
+        };
+        let body = csv_body(&[
+            "e1,click,2026-06-15T10:00:00Z,S,search,EUR,1,,u1",
+            "e2,click,2026-06-15T10:00:00Z,S,search,EUR,1,,u1",
+        ]);
+        assert_eq!(
+            parse_csv(body.as_bytes(), &limits, NOW).unwrap_err(),
+            BatchError::TooManyEvents { max: 1 }
+        );
+        let dup = csv_body(&[
+            "e1,click,2026-06-15T10:00:00Z,S,search,EUR,1,,u1",
+            "e1,click,2026-06-15T10:00:00Z,S,search,EUR,1,,u1",
+        ]);
+        let BatchError::Invalid { errors, .. } =
+            parse_csv(dup.as_bytes(), &Limits::default(), NOW).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!((errors[0].line, errors[0].column), (3, Some(1)));
     }
 
     fn arb_event() -> impl Strategy<Value = Event> {
@@ -604,21 +1055,51 @@ mod tests {
             )
     }
 
+    fn valid_batch(events: Vec<Event>) -> Vec<Event> {
+        let mut seen = std::collections::HashSet::new();
+        events
+            .into_iter()
+            .filter(|e| seen.insert(e.event_id.clone()))
+            .collect()
+    }
+
+    fn is_clear(result: &Result<Vec<Event>, BatchError>) -> bool {
+        match result {
+            Ok(events) => !events.is_empty(),
+            Err(BatchError::Invalid { errors, .. }) => {
+                !errors.is_empty() && errors.iter().all(|e| e.line >= 1 && !e.message.is_empty())
+            }
+            Err(BatchError::Empty | BatchError::TooManyEvents { .. }) => true,
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            match parse_ndjson(&body, &Limits::default(), NOW) {
-                Ok(events) => prop_assert!(!events.is_empty()),
-                Err(BatchError::Invalid { errors, .. }) => prop_assert!(!errors.is_empty() && errors.iter().all(|e| e.line >= 1 && !e.message.is_empty())),
-                Err(_) => {}
-            }
+            prop_assert!(is_clear(&parse_ndjson(&body, &Limits::default(), NOW)));
+            prop_assert!(is_clear(&parse_csv(&body, &Limits::default(), NOW)));
+        }
+
+        /// Bytes that look like CSV (a valid header, then noise with commas, quotes and
+        /// newlines) reach the record parser rather than stopping at the header.
+        #[test]
+        fn csv_like_noise_never_panics(rows in proptest::collection::vec("[a-z0-9,\"\r\n:TZ. -]{0,80}", 0..20)) {
+            let mut body = FIELDS.join(",");
+            for r in rows { body.push('\n'); body.push_str(&r); }
+            prop_assert!(is_clear(&parse_csv(body.as_bytes(), &Limits::default(), NOW)));
         }
 
         #[test]
         fn valid_events_round_trip(events in proptest::collection::vec(arb_event(), 1..20)) {
-            let mut seen = std::collections::HashSet::new();
-            let events: Vec<Event> = events.into_iter().filter(|e| seen.insert(e.event_id.clone())).collect();
+            let events = valid_batch(events);
             let parsed = parse_ndjson(to_ndjson(&events).as_bytes(), &Limits::default(), NOW).unwrap();
+            prop_assert_eq!(parsed, events);
+        }
+
+        #[test]
+        fn valid_events_round_trip_through_csv(events in proptest::collection::vec(arb_event(), 1..20)) {
+            let events = valid_batch(events);
+            let parsed = parse_csv(to_csv(&events).as_bytes(), &Limits::default(), NOW).unwrap();
             prop_assert_eq!(parsed, events);
         }
     }

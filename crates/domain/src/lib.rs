@@ -1,10 +1,11 @@
 //! Beacon's marketing types, parsed (not merely validated) from untrusted input.
 //!
 //! A value of these types is valid by construction: the only ways to get an [`Event`]
-//! are [`parse_ndjson`] and [`Event::parse`], which enforce every rule and limit.
+//! are [`parse_ndjson`], [`parse_csv`] and [`Event::parse`], which enforce every rule and limit.
 
 pub mod event;
 
 pub use event::{
-    BatchError, Currency, Event, EventType, FieldError, Limits, parse_ndjson, to_ndjson,
+    BatchError, Currency, Event, EventType, FIELDS, FieldError, Limits, parse_csv, parse_ndjson,
+    to_csv, to_ndjson,
 };

@@ -5,19 +5,21 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{FromRef, State},
-    http::{HeaderMap, StatusCode, header},
+    extract::{FromRef, FromRequestParts, State},
+    http::{HeaderMap, StatusCode, header, request::Parts},
     routing::post,
 };
 use domain::Limits;
 use platform::{
     admin::Check,
-    auth::{Bearer, TokenVerifier, scope},
+    auth::{Bearer, Claims, TokenVerifier, scope},
     config,
     http::{HttpLimits, HttpService, Problem},
+    ratelimit::RateLimiter,
 };
+use uuid::Uuid;
 
-use crate::{BatchOutcome, NDJSON, batch_problem, limits_from_env};
+use crate::{BatchOutcome, CSV, NDJSON, batch_problem, limits_from_env};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -28,6 +30,11 @@ pub struct Config {
     pub http: HttpLimits,
     pub limits: Limits,
     pub loader_timeout: Duration,
+    /// The largest body after `Content-Encoding: gzip` is undone (gzip bombs).
+    pub max_decoded_bytes: usize,
+    /// Per-tenant requests per second (0 disables) and burst.
+    pub rate_per_second: f64,
+    pub rate_burst: u32,
 }
 
 impl Config {
@@ -45,6 +52,9 @@ impl Config {
             },
             limits: limits_from_env()?,
             loader_timeout: config::millis("BEACON_LOADER_TIMEOUT_MS", 20_000)?,
+            max_decoded_bytes: config::or("BEACON_MAX_DECODED_BODY_BYTES", 32 * 1024 * 1024)?,
+            rate_per_second: config::or("BEACON_RATE_LIMIT_PER_SEC", 20.0)?,
+            rate_burst: config::or("BEACON_RATE_LIMIT_BURST", 40)?,
         })
     }
 }
@@ -55,6 +65,8 @@ struct AppState {
     loader: reqwest::Client,
     batches_url: String,
     limits: Limits,
+    max_decoded_bytes: usize,
+    limiter: Arc<RateLimiter<Uuid>>,
 }
 
 impl FromRef<AppState> for Arc<TokenVerifier> {
@@ -89,6 +101,8 @@ pub fn router(config: &Config, verifier: Arc<TokenVerifier>) -> anyhow::Result<R
         loader,
         batches_url: format!("{}/v1/batches", config.loader_url.trim_end_matches('/')),
         limits: config.limits,
+        max_decoded_bytes: config.max_decoded_bytes,
+        limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
     };
     let router = Router::new()
         .route("/v1/events", post(post_events))
@@ -96,31 +110,54 @@ pub fn router(config: &Config, verifier: Arc<TokenVerifier>) -> anyhow::Result<R
     Ok(platform::http::with_standard_layers(router, config.http))
 }
 
+/// A caller allowed to write events: a verified token with `events:write`, within its
+/// tenant's rate limit. Runs before the body is read, so a limited caller costs no
+/// body buffering or parsing.
+struct Writer(Claims);
+
+impl FromRequestParts<AppState> for Writer {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let Bearer(claims) = Bearer::from_request_parts(parts, state).await?;
+        claims.require(scope::EVENTS_WRITE)?;
+        if let Err(wait) = state.limiter.check(&claims.tenant) {
+            metrics::counter!("ingest_rate_limited_total").increment(1);
+            tracing::info!(tenant = %claims.tenant, "rate limited");
+            return Err(Problem::too_many_requests(wait));
+        }
+        Ok(Self(claims))
+    }
+}
+
 #[tracing::instrument(skip_all, fields(tenant = %claims.tenant, events = tracing::field::Empty))]
 async fn post_events(
     State(state): State<AppState>,
-    Bearer(claims): Bearer,
+    Writer(claims): Writer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<BatchOutcome>, Problem> {
-    claims.require(scope::EVENTS_WRITE)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !content_type.starts_with(NDJSON) {
+    let parse = if content_type.starts_with(NDJSON) {
+        domain::parse_ndjson
+    } else if content_type.starts_with(CSV) {
+        domain::parse_csv
+    } else {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
             "Unsupported media type",
         )
-        .detail(format!("send {NDJSON}")));
-    }
-    let events = domain::parse_ndjson(&body, &state.limits, time::OffsetDateTime::now_utc())
-        .map_err(|e| {
-            metrics::counter!("ingest_batches_rejected_total").increment(1);
-            batch_problem(&e)
-        })?;
+        .detail(format!("send {NDJSON} or {CSV} (with a header row)")));
+    };
+    let body = platform::http::decode_body(&headers, body, state.max_decoded_bytes)?;
+    let events = parse(&body, &state.limits, time::OffsetDateTime::now_utc()).map_err(|e| {
+        metrics::counter!("ingest_batches_rejected_total").increment(1);
+        batch_problem(&e)
+    })?;
     tracing::Span::current().record("events", events.len());
     let mut forward = platform::telemetry::current_context_headers();
     if let Some(auth) = headers.get(header::AUTHORIZATION) {

@@ -47,6 +47,7 @@ pub struct BatchOutcome {
 }
 
 pub const NDJSON: &str = "application/x-ndjson";
+pub const CSV: &str = "text/csv";
 
 /// Turns a batch parse failure into a 400 problem naming lines and fields.
 pub fn batch_problem(e: &domain::BatchError) -> platform::http::Problem {

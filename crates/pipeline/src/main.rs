@@ -51,9 +51,11 @@ async fn main() {
             Err(e) => Err(e.into()),
         },
         Command::Transform { once } => match pipeline::transform::Config::from_env() {
-            Ok(config) if once => pipeline::transform::run_once(&config.db.pool())
-                .await
-                .map(|_| ()),
+            Ok(config) if once => {
+                pipeline::transform::run_once_with(&config.db.pool(), &config.settings)
+                    .await
+                    .map(|_| ())
+            }
             Ok(config) => pipeline::transform::run(config, shutdown).await,
             Err(e) => Err(e.into()),
         },

@@ -5,8 +5,7 @@
 )]
 
 pub mod access;
-pub mod bench_analytics;
-pub mod bench_api;
+pub mod bench;
 pub mod certs;
 pub mod seed;
 pub mod up;

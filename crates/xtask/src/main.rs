@@ -45,7 +45,9 @@ enum Bench {
         volumes: Vec<u64>,
     },
     /// GET /v1/overview through the api (wrk) beside the same call straight to analytics (gRPC).
-    Api(xtask::bench_api::BenchApi),
+    Api(xtask::bench::api::BenchApi),
+    /// HTTP ingest → loader vs `psql \copy`, transform throughput, peak RSS.
+    Ingest(xtask::bench::ingest::Options),
 }
 
 #[tokio::main]
@@ -82,17 +84,20 @@ async fn main() -> anyhow::Result<()> {
                     volumes,
                 },
         } => {
-            let options = xtask::bench_analytics::Options {
+            let options = xtask::bench::analytics::Options {
                 volumes: [volumes[0], volumes[1]],
                 concurrency,
                 seconds,
             };
-            println!("{}", xtask::bench_analytics::run(options).await?);
+            println!("{}", xtask::bench::analytics::run(options).await?);
             Ok(())
         }
         Cmd::Bench {
             which: Bench::Api(args),
-        } => xtask::bench_api::run(args).await,
+        } => xtask::bench::api::run(args).await,
+        Cmd::Bench {
+            which: Bench::Ingest(options),
+        } => xtask::bench::ingest::run(options).await,
         Cmd::Access => {
             let path = xtask::up::workspace_root().join("docs/ACCESS.md");
             std::fs::write(

@@ -115,7 +115,7 @@ fn random_secret() -> String {
 }
 
 /// A generated secret file under .dev/secrets, created once and reused.
-fn secret_file(name: &str) -> anyhow::Result<PathBuf> {
+pub fn secret_file(name: &str) -> anyhow::Result<PathBuf> {
     let dir = dev_dir().join("secrets");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(name);

@@ -1,0 +1,529 @@
+//! Pipeline behaviour beyond the walking skeleton: CSV and gzip ingest, gzip bombs,
+//! per-tenant rate limits, and attribution (last-click and linear) checked against
+//! values computed here, independently, from the fixture events, including late
+//! clicks and conversions and a second run that must change nothing.
+
+use std::{collections::BTreeMap, io::Write as _};
+
+use beacon_e2e::Stack;
+use domain::{Currency, Event, EventType};
+use pipeline::transform::{RunStats, Settings};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+use xtask::seed::{create_tenant, demo_tenants, generate_events, ingest_token};
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+async fn stored(owner: &mut PgConnection, tenant: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM raw.events WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_one(owner)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn csv_gzip_bombs_and_rate_limits(admin: PgPool) {
+    let stack = Stack::start(admin).await.unwrap();
+    let tenants = demo_tenants("e2e-password-3");
+    let mut owner = stack.owner().await;
+    let key_a = create_tenant(&mut owner, &tenants[0]).await.unwrap();
+    let key_b = create_tenant(&mut owner, &tenants[1]).await.unwrap();
+    let token_a = ingest_token(&stack.client, &stack.api_url, &key_a)
+        .await
+        .unwrap();
+    let token_b = ingest_token(&stack.client, &stack.api_url, &key_b)
+        .await
+        .unwrap();
+    let url = format!("{}/v1/events", stack.ingest_url);
+    let now = OffsetDateTime::now_utc();
+    let post = |token: &str, content_type: &str, gz: bool, body: Vec<u8>| {
+        let mut r = stack
+            .client
+            .post(&url)
+            .bearer_auth(token)
+            .header("content-type", content_type);
+        if gz {
+            r = r.header("content-encoding", "gzip");
+        }
+        r.body(body).send()
+    };
+
+    // CSV: stored like NDJSON.
+    let csv_events = generate_events(501, 300, 10, "EUR", now);
+    let r = post(
+        &token_a,
+        "text/csv",
+        false,
+        domain::to_csv(&csv_events).into_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let outcome: Value = r.json().await.unwrap();
+    assert_eq!(
+        (outcome["accepted"].as_u64(), outcome["duplicates"].as_u64()),
+        (Some(300), Some(0))
+    );
+
+    // gzip NDJSON and gzip CSV; the CSV re-sends 100 stored events as duplicates.
+    let more = generate_events(502, 200, 10, "EUR", now);
+    let r = post(
+        &token_a,
+        "application/x-ndjson",
+        true,
+        gzip(domain::to_ndjson(&more).as_bytes()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut mixed = more[..100].to_vec();
+    mixed.extend(generate_events(503, 50, 10, "EUR", now));
+    let r = post(
+        &token_a,
+        "text/csv; charset=utf-8",
+        true,
+        gzip(domain::to_csv(&mixed).as_bytes()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let outcome: Value = r.json().await.unwrap();
+    assert_eq!(
+        (outcome["accepted"].as_u64(), outcome["duplicates"].as_u64()),
+        (Some(50), Some(100))
+    );
+    assert_eq!(stored(&mut owner, tenants[0].id).await, 550);
+
+    // A CSV error names line, column and field; nothing of the batch is stored.
+    let mut bad = domain::to_csv(&generate_events(504, 5, 10, "EUR", now));
+    bad.push_str("x1,click,2026-11-01T00:00:00Z,Camp,Search,u,1,,EUR,,,,,\n");
+    let r = post(&token_a, "text/csv", false, bad.into_bytes())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let problem: Value = r.json().await.unwrap();
+    let first = &problem["errors"]["lines"][0];
+    assert_eq!(
+        (first["line"].as_u64(), first["column"].as_u64()),
+        (Some(7), Some(5)),
+        "{problem}"
+    );
+    assert_eq!(first["field"], "channel");
+
+    // A gzip bomb: 64 MiB of zeros in ~64 KiB; the decompressed limit is 4 MiB.
+    let bomb = gzip(&vec![0u8; 64 * 1024 * 1024]);
+    assert!(bomb.len() < 1024 * 1024, "the bomb passes the body limit");
+    let r = post(&token_a, "application/x-ndjson", true, bomb)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r = post(&token_a, "application/x-ndjson", false, b"{}".to_vec())
+        .await
+        .map(|r| r.status());
+    assert_eq!(r.unwrap(), 400);
+    let r = post(&token_a, "application/json", false, b"{}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(
+        stored(&mut owner, tenants[0].id).await,
+        550,
+        "refused batches stored nothing"
+    );
+
+    // Rate limit (the test stack allows 5 requests/s per tenant, bursts of 30):
+    // tenant A floods, gets 429 problem+json with Retry-After; tenant B is unaffected.
+    let mut limited = None;
+    for _ in 0..80 {
+        let r = post(
+            &token_a,
+            "application/x-ndjson",
+            false,
+            b"not json".to_vec(),
+        )
+        .await
+        .unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 400);
+    }
+    let r = limited.expect("tenant A was never rate limited");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    let r = post(
+        &token_b,
+        "text/csv",
+        false,
+        domain::to_csv(&generate_events(505, 10, 10, "USD", now)).into_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "another tenant keeps being served");
+}
+
+// ------------------------------------------------------------------ attribution
+
+const WINDOW_DAYS: i64 = 30;
+
+type AttributionKey = (time::Date, String, String, String, String);
+
+/// Attribution computed from the events alone: for each conversion with a user key,
+/// the clicks of the same tenant and user at most WINDOW_DAYS before it (inclusive),
+/// ordered by (time, event_id). last_click: the last one gets everything. linear: each
+/// gets 1/n of a conversion (in millionths) and of the revenue, remainders to the last.
+fn expected_attribution(events: &[Event]) -> BTreeMap<AttributionKey, (i64, i64)> {
+    let mut out: BTreeMap<AttributionKey, (i64, i64)> = BTreeMap::new();
+    for conv in events
+        .iter()
+        .filter(|e| e.event_type == EventType::Conversion)
+    {
+        let Some(user) = &conv.user_key else { continue };
+        let mut clicks: Vec<&Event> = events
+            .iter()
+            .filter(|k| {
+                k.event_type == EventType::Click
+                    && k.user_key.as_ref() == Some(user)
+                    && k.occurred_at <= conv.occurred_at
+                    && k.occurred_at >= conv.occurred_at - Duration::days(WINDOW_DAYS)
+            })
+            .collect();
+        if clicks.is_empty() {
+            continue;
+        }
+        clicks.sort_by(|a, b| {
+            (a.occurred_at, a.event_id.as_bytes()).cmp(&(b.occurred_at, b.event_id.as_bytes()))
+        });
+        let n = clicks.len() as i64;
+        let day = conv.occurred_at.date();
+        let key = |k: &Event, model: &str| {
+            (
+                day,
+                k.campaign.clone(),
+                k.channel.clone(),
+                conv.currency.to_string(),
+                model.to_owned(),
+            )
+        };
+        let last = clicks[clicks.len() - 1];
+        let e = out.entry(key(last, "last_click")).or_default();
+        e.0 += 1_000_000;
+        e.1 += conv.revenue_micros;
+        for (i, k) in clicks.iter().enumerate() {
+            let is_last = i + 1 == clicks.len();
+            let e = out.entry(key(k, "linear")).or_default();
+            e.0 += 1_000_000 / n + if is_last { 1_000_000 % n } else { 0 };
+            e.1 += conv.revenue_micros / n + if is_last { conv.revenue_micros % n } else { 0 };
+        }
+    }
+    out
+}
+
+async fn actual_attribution(
+    owner: &mut PgConnection,
+    tenant: Uuid,
+) -> BTreeMap<AttributionKey, (i64, i64)> {
+    let rows: Vec<(time::Date, String, String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT day, campaign, channel, currency::text, model, conversions_micros, revenue_micros
+         FROM output.attribution WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_all(owner)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(d, c, ch, cur, m, conv, rev)| ((d, c, ch, cur, m), (conv, rev)))
+        .collect()
+}
+
+fn event(
+    id: &str,
+    ty: EventType,
+    at: OffsetDateTime,
+    campaign: &str,
+    user: Option<&str>,
+    revenue: i64,
+) -> Event {
+    Event {
+        event_id: id.to_owned(),
+        event_type: ty,
+        occurred_at: at,
+        campaign: campaign.to_owned(),
+        channel: "search".to_owned(),
+        user_key: user.map(str::to_owned),
+        cost_micros: if ty == EventType::Click { 100_000 } else { 0 },
+        revenue_micros: revenue,
+        currency: Currency::parse("EUR").unwrap(),
+        utm_source: None,
+        utm_medium: None,
+        utm_campaign: None,
+        utm_term: None,
+        utm_content: None,
+    }
+}
+
+/// Runs transform until `expected` events were processed. The watermark is the oldest
+/// running transaction of the whole PostgreSQL cluster, so a transaction of a test
+/// running in parallel can hold a run back (lag, never loss): retry, bounded.
+async fn transform_until(pool: &PgPool, settings: &Settings, expected: usize) -> RunStats {
+    let mut total = RunStats::default();
+    for _ in 0..300 {
+        let s = pipeline::transform::run_once_with(pool, settings)
+            .await
+            .unwrap();
+        total.events += s.events;
+        total.chunks += s.chunks;
+        total.attribution_days += s.attribution_days;
+        if total.events as usize >= expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        total.events as usize, expected,
+        "transform processed every event once"
+    );
+    total
+}
+
+#[sqlx::test(migrations = false)]
+async fn attribution_matches_an_independent_computation_with_late_events(admin: PgPool) {
+    db::setup(&admin).await.unwrap();
+    let loader = platform::db::DbConfig::for_role(&admin.connect_options(), "beacon_loader").pool();
+    let transform =
+        platform::db::DbConfig::for_role(&admin.connect_options(), "beacon_transform").pool();
+    let settings = Settings {
+        attribution_window_days: WINDOW_DAYS as i32,
+        chunk_events: 2_000,
+    };
+    let mut owner = sqlx::Connection::connect_with(
+        &admin
+            .connect_options()
+            .as_ref()
+            .clone()
+            .username(db::MIGRATOR_ROLE),
+    )
+    .await
+    .unwrap();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let day = |d: i64, h: u8| {
+        (now - Duration::days(d)).replace_time(time::Time::from_hms(h, 0, 0).unwrap())
+    };
+    // Hand-made users exercising each rule; generated realistic events around them.
+    let mut first = vec![
+        event(
+            "h-c1",
+            EventType::Click,
+            day(10, 9),
+            "Alpha",
+            Some("hu1"),
+            0,
+        ),
+        event("h-c2", EventType::Click, day(8, 9), "Beta", Some("hu1"), 0),
+        event(
+            "h-v1",
+            EventType::Conversion,
+            day(7, 9),
+            "Alpha",
+            Some("hu1"),
+            100_000_001,
+        ),
+        event(
+            "h-c3",
+            EventType::Click,
+            day(45, 9),
+            "Alpha",
+            Some("hu2"),
+            0,
+        ),
+        event(
+            "h-v2",
+            EventType::Conversion,
+            day(7, 10),
+            "Alpha",
+            Some("hu2"),
+            5_000_000,
+        ),
+        event(
+            "h-v3",
+            EventType::Conversion,
+            day(7, 11),
+            "Alpha",
+            None,
+            7_000_000,
+        ),
+        event(
+            "h-c4",
+            EventType::Click,
+            day(20, 9),
+            "Gamma",
+            Some("hu3"),
+            0,
+        ),
+        event(
+            "h-c5",
+            EventType::Click,
+            day(20, 9),
+            "Delta",
+            Some("hu3"),
+            0,
+        ),
+        event(
+            "h-c6",
+            EventType::Click,
+            day(20, 9),
+            "Epsilon",
+            Some("hu3"),
+            0,
+        ),
+        event(
+            "h-v4",
+            EventType::Conversion,
+            day(19, 9),
+            "Alpha",
+            Some("hu3"),
+            10_000_000,
+        ),
+    ];
+    let generated = generate_events(77, 20_000, 60, "EUR", now);
+    first.extend_from_slice(&generated[..14_000]);
+    // Late arrivals, loaded after the first transform: a click that takes over hu1's
+    // last click, one that only adds a linear touch, a conversion for an old day, and
+    // a third of the generated events (late clicks and conversions for many days).
+    let mut late = vec![
+        event("h-c7", EventType::Click, day(7, 8), "Zeta", Some("hu1"), 0),
+        event("h-c8", EventType::Click, day(9, 9), "Eta", Some("hu1"), 0),
+        event(
+            "h-v5",
+            EventType::Conversion,
+            day(40, 9),
+            "Alpha",
+            Some("hu4"),
+            3_000_000,
+        ),
+        event(
+            "h-c9",
+            EventType::Click,
+            day(41, 9),
+            "Theta",
+            Some("hu4"),
+            0,
+        ),
+    ];
+    late.extend_from_slice(&generated[14_000..]);
+    // Tenant B shares user keys (the generator's user space) but never A's credit.
+    let other = generate_events(78, 6_000, 60, "EUR", now);
+
+    for chunk in first.chunks(1_000) {
+        pipeline::loader::insert_batch(&loader, a, chunk)
+            .await
+            .unwrap();
+    }
+    for chunk in other.chunks(1_000) {
+        pipeline::loader::insert_batch(&loader, b, chunk)
+            .await
+            .unwrap();
+    }
+    let stats = transform_until(&transform, &settings, first.len() + other.len()).await;
+    assert!(
+        stats.chunks > 1,
+        "the backlog was processed in chunks: {stats:?}"
+    );
+    assert_eq!(
+        actual_attribution(&mut owner, a).await,
+        expected_attribution(&first)
+    );
+    assert_eq!(
+        actual_attribution(&mut owner, b).await,
+        expected_attribution(&other)
+    );
+
+    // The hand-made cases, spelled out.
+    let got = actual_attribution(&mut owner, a).await;
+    let d7 = day(7, 0).date();
+    let key = |c: &str, m: &str| {
+        (
+            d7,
+            c.to_owned(),
+            "search".to_owned(),
+            "EUR".to_owned(),
+            m.to_owned(),
+        )
+    };
+    assert_eq!(got[&key("Beta", "last_click")], (1_000_000, 100_000_001));
+    assert_eq!(
+        got[&key("Alpha", "linear")].0 % 1_000_000,
+        500_000,
+        "hu1's two clicks split a conversion"
+    );
+
+    for chunk in late.chunks(1_000) {
+        pipeline::loader::insert_batch(&loader, a, chunk)
+            .await
+            .unwrap();
+    }
+    transform_until(&transform, &settings, late.len()).await;
+    let all: Vec<Event> = first.iter().chain(&late).cloned().collect();
+    let got = actual_attribution(&mut owner, a).await;
+    assert_eq!(got, expected_attribution(&all));
+    assert_eq!(
+        got[&key("Zeta", "last_click")],
+        (1_000_000, 100_000_001),
+        "a late click moved the credit"
+    );
+    assert!(
+        !got.contains_key(&key("Beta", "last_click"))
+            || got[&key("Beta", "last_click")].1 != 100_000_001
+    );
+    assert_eq!(
+        actual_attribution(&mut owner, b).await,
+        expected_attribution(&other)
+    );
+
+    // Idempotent: a second run finds nothing and changes nothing.
+    let facts_before: Vec<(String,)> = sqlx::query_as(
+        "SELECT string_agg(f::text, ';' ORDER BY f::text) FROM output.daily_campaign_facts f",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    let again = pipeline::transform::run_once_with(&transform, &settings)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        RunStats {
+            chunks: 1,
+            ..RunStats::default()
+        }
+    );
+    assert_eq!(actual_attribution(&mut owner, a).await, got);
+    let facts_after: Vec<(String,)> = sqlx::query_as(
+        "SELECT string_agg(f::text, ';' ORDER BY f::text) FROM output.daily_campaign_facts f",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(facts_before, facts_after);
+    // Nothing is left unprocessed.
+    assert_eq!(
+        pipeline::transform::lag_seconds(&transform).await.unwrap(),
+        0.0
+    );
+}
