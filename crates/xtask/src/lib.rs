@@ -6,5 +6,6 @@
 
 pub mod access;
 pub mod certs;
+pub mod secrets;
 pub mod seed;
 pub mod up;
