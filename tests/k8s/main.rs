@@ -146,6 +146,20 @@ fn extra_or_missing_flows_are_detected() {
         "{diff:?}"
     );
 
+    // An admin port opened beyond the collector: /metrics and /readyz from the internet.
+    let mut docs = base.clone();
+    let dash = find_mut(&mut docs, "NetworkPolicy", "beacon-dashboard", "dashboard");
+    dash["spec"]["ingress"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("from");
+    let diff = netpol::differences(&docs, &model, false);
+    assert!(
+        diff.iter().any(|d| d
+            == "allowed but not in the model: Internet -> beacon-dashboard/dashboard TCP/9080"),
+        "{diff:?}"
+    );
+
     // The dev-only node allowance is refused in prod.
     let diff = netpol::differences(&render::dev(), &model, false);
     assert!(diff.iter().any(|d| d.contains("Node -> ")), "{diff:?}");
@@ -320,6 +334,27 @@ fn every_namespace_has_psa_quota_limits_and_default_deny() {
     assert!(
         p.iter()
             .any(|x| x.contains("beacon-data: needs a ResourceQuota")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn quotas_leave_room_for_every_workload_at_its_maximum() {
+    for (overlay, docs) in overlays() {
+        assert_none("quota too small", overlay, pods::quota_problems(&docs));
+    }
+    let mut docs = render::prod();
+    let hpa = find_mut(
+        &mut docs,
+        "HorizontalPodAutoscaler",
+        "beacon-pipeline",
+        "pipeline",
+    );
+    hpa["spec"]["maxReplicas"] = json!(20);
+    let p = pods::quota_problems(&docs);
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("beacon-pipeline: workloads at their maximum need")),
         "{p:?}"
     );
 }

@@ -315,3 +315,87 @@ pub fn sidecar_problems(docs: &[Value]) -> Vec<String> {
     }
     out
 }
+
+/// CPU in millicores or memory in bytes from a Kubernetes quantity.
+pub fn quantity(q: &Value) -> u64 {
+    let s = match q {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return 0,
+    };
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().unwrap_or_else(|_| panic!("quantity {s}"));
+    let factor = match unit {
+        "" => 1000.0, // CPU cores -> millicores (memory is never written bare here)
+        "m" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        other => panic!("unsupported quantity unit {other} in {s}"),
+    };
+    (n * factor) as u64
+}
+
+/// Every namespace's quota leaves room for its workloads at their largest: each
+/// Deployment at its HPA maximum (or replicas) plus one surge pod, StatefulSets at their
+/// replicas, and one pod per Job or CronJob, with every container at its limit.
+pub fn quota_problems(docs: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for q in docs.iter().filter(|d| kind(d) == "ResourceQuota") {
+        let ns = namespace(q);
+        let (mut cpu, mut mem, mut pods) = (0u64, 0u64, 0u64);
+        for d in docs.iter().filter(|d| namespace(d) == ns) {
+            let count = match kind(d) {
+                "Deployment" => {
+                    let hpa_max = docs
+                        .iter()
+                        .find(|h| {
+                            kind(h) == "HorizontalPodAutoscaler"
+                                && namespace(h) == ns
+                                && h["spec"]["scaleTargetRef"]["name"] == name(d)
+                        })
+                        .and_then(|h| h["spec"]["maxReplicas"].as_u64());
+                    hpa_max.unwrap_or_else(|| d["spec"]["replicas"].as_u64().unwrap_or(1)) + 1
+                }
+                "StatefulSet" => d["spec"]["replicas"].as_u64().unwrap_or(1),
+                "Job" | "CronJob" => 1,
+                _ => continue,
+            };
+            let t = templates(std::slice::from_ref(d))
+                .pop()
+                .expect("a pod template");
+            let (c, m) = containers(t.spec).iter().fold((0, 0), |(c, m), x| {
+                (
+                    c + quantity(&x["resources"]["limits"]["cpu"]),
+                    m + quantity(&x["resources"]["limits"]["memory"]),
+                )
+            });
+            cpu += count * c;
+            mem += count * m;
+            pods += count;
+        }
+        let hard = &q["spec"]["hard"];
+        if cpu > quantity(&hard["limits.cpu"]) {
+            out.push(format!(
+                "{ns}: workloads at their maximum need {cpu}m CPU limits, quota allows {:?}",
+                hard["limits.cpu"]
+            ));
+        }
+        if mem > quantity(&hard["limits.memory"]) {
+            out.push(format!("{ns}: workloads at their maximum need {mem} bytes of memory limits, quota allows {:?}", hard["limits.memory"]));
+        }
+        if pods
+            > hard["pods"]
+                .as_str()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0)
+        {
+            out.push(format!(
+                "{ns}: workloads at their maximum need {pods} pods, quota allows {:?}",
+                hard["pods"]
+            ));
+        }
+    }
+    out
+}
