@@ -4,6 +4,7 @@
 //! Every check also runs on a deliberately broken copy of the manifests and must fail
 //! there: a check that cannot fail proves nothing.
 
+mod admission;
 mod netpol;
 mod pods;
 mod rbac;
@@ -247,6 +248,60 @@ fn forbidden_or_extra_permissions_are_detected() {
         )),
         "{p:?}"
     );
+}
+
+#[test]
+fn analysts_can_run_the_transform_job_and_nothing_else() {
+    const ANALYSTS: &[&str] = &["beacon:analysts", "system:authenticated"];
+    fn pod(job: &mut Value) -> &mut Value {
+        &mut job["spec"]["template"]["spec"]
+    }
+    for (overlay, docs) in overlays() {
+        let policy = admission::analyst_policy(&docs);
+        let job = admission::job_from_cronjob(&docs);
+        assert_eq!(
+            policy.denials(&job, ANALYSTS),
+            Vec::<String>::new(),
+            "{overlay}: the transform Job must be admitted"
+        );
+
+        let mut other_sa = job.clone();
+        pod(&mut other_sa)["serviceAccountName"] = json!("pipeline");
+        let mut loader_secret = job.clone();
+        pod(&mut loader_secret)["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "x", "secret": {"secretName": "loader-db"}}));
+        let mut projected = job.clone();
+        pod(&mut projected)["volumes"].as_array_mut().unwrap().push(
+            json!({"name": "x", "projected": {"sources": [{"secret": {"name": "loader-db"}}]}}),
+        );
+        let mut env_secret = job.clone();
+        pod(&mut env_secret)["containers"][0]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "P", "valueFrom": {"secretKeyRef": {"name": "loader-db", "key": "password"}}}));
+        let mut init = job.clone();
+        pod(&mut init)["initContainers"] = json!([{"name": "i", "image": "busybox"}]);
+        for (what, forbidden) in [
+            ("another service account", &other_sa),
+            ("the loader's Secret", &loader_secret),
+            ("a projected Secret", &projected),
+            ("a Secret in env", &env_secret),
+            ("an extra container", &init),
+        ] {
+            assert!(
+                !policy.denials(forbidden, ANALYSTS).is_empty(),
+                "{overlay}: an analyst's Job with {what} must be denied"
+            );
+        }
+        // The policy constrains analysts only: data engineers deploy Jobs of their own.
+        assert!(
+            policy
+                .denials(&other_sa, &["beacon:data-engineers"])
+                .is_empty()
+        );
+    }
 }
 
 // ------------------------------------------------------------------ pods and namespaces
