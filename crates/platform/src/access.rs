@@ -347,9 +347,10 @@ mod tests {
                 .to_string()
                 .contains("Secrets")
         );
-        let wildcard = MODEL_TOML.replacen("verbs = [\"create\"]", "verbs = [\"*\"]", 1);
+        let wildcard = MODEL_TOML.replacen("verbs = [\"get\", \"create\"]", "verbs = [\"*\"]", 1);
         assert!(AccessModel::parse(&wildcard).is_err());
-        let escalate = MODEL_TOML.replacen("verbs = [\"create\"]", "verbs = [\"escalate\"]", 1);
+        let escalate =
+            MODEL_TOML.replacen("verbs = [\"get\", \"create\"]", "verbs = [\"escalate\"]", 1);
         assert!(AccessModel::parse(&escalate).is_err());
     }
 
