@@ -18,6 +18,7 @@ pub struct AccessModel {
     pub grpc: BTreeMap<String, GrpcPolicy>,
     pub database: Database,
     pub api: Api,
+    pub kubernetes: Kubernetes,
 }
 
 /// The public API's permission table: every route and what its caller needs.
@@ -40,6 +41,28 @@ pub struct ApiRoute {
 
 /// The permission of a route anyone may call.
 pub const PUBLIC: &str = "public";
+
+/// What persona groups may do in Kubernetes, per namespace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kubernetes {
+    /// Every Beacon namespace.
+    pub namespaces: Vec<String>,
+    pub grants: Vec<KubeGrant>,
+}
+
+/// `persona` may use `verbs` on `resources` (`resource` or `group/resource`) in `namespaces`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeGrant {
+    pub persona: String,
+    pub namespaces: Vec<String>,
+    pub resources: Vec<String>,
+    pub verbs: Vec<String>,
+}
+
+/// One Kubernetes permission: (namespace, API group, resource, verb).
+pub type KubePermission = (String, String, String, String);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,7 +215,88 @@ impl AccessModel {
                 }
             }
         }
+        for (name, c) in &self.components {
+            anyhow::ensure!(
+                self.kubernetes.namespaces.contains(&c.namespace),
+                "component {name} is in {}, not a listed Kubernetes namespace",
+                c.namespace
+            );
+        }
+        const VERBS: [&str; 8] = [
+            "get",
+            "list",
+            "watch",
+            "create",
+            "update",
+            "patch",
+            "delete",
+            "deletecollection",
+        ];
+        for g in &self.kubernetes.grants {
+            let persona = self.personas.get(&g.persona).ok_or_else(|| {
+                anyhow::anyhow!("Kubernetes grant for unknown persona {}", g.persona)
+            })?;
+            anyhow::ensure!(
+                persona.group.is_some(),
+                "persona {} has no group to bind Kubernetes roles to",
+                g.persona
+            );
+            for ns in &g.namespaces {
+                anyhow::ensure!(
+                    self.kubernetes.namespaces.contains(ns),
+                    "Kubernetes grant for {} in unknown namespace {ns}",
+                    g.persona
+                );
+            }
+            for v in &g.verbs {
+                anyhow::ensure!(
+                    VERBS.contains(&v.as_str()),
+                    "unknown or forbidden Kubernetes verb {v}"
+                );
+            }
+            for r in g.resources.iter().chain(&g.verbs) {
+                anyhow::ensure!(
+                    !r.contains('*'),
+                    "wildcards are not allowed in Kubernetes grants"
+                );
+            }
+            anyhow::ensure!(
+                !g.resources.iter().any(|r| r == "secrets"),
+                "no persona may read Secrets"
+            );
+        }
         Ok(())
+    }
+
+    /// Every Kubernetes permission of each persona group, expanded:
+    /// group name -> {(namespace, API group, resource, verb)}.
+    pub fn kube_permissions(&self) -> BTreeMap<String, std::collections::BTreeSet<KubePermission>> {
+        let mut out: BTreeMap<String, std::collections::BTreeSet<KubePermission>> = self
+            .personas
+            .values()
+            .filter_map(|p| p.group.clone())
+            .map(|g| (g, Default::default()))
+            .collect();
+        for g in &self.kubernetes.grants {
+            let Some(group) = self.personas.get(&g.persona).and_then(|p| p.group.clone()) else {
+                continue;
+            };
+            let set = out.entry(group).or_default();
+            for ns in &g.namespaces {
+                for r in &g.resources {
+                    let (api_group, resource) = split_resource(r);
+                    for v in &g.verbs {
+                        set.insert((
+                            ns.clone(),
+                            api_group.to_owned(),
+                            resource.to_owned(),
+                            v.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        out
     }
 
     pub fn spiffe_id(&self, component: &str) -> Option<String> {
@@ -227,6 +331,28 @@ impl AccessModel {
     }
 }
 
+/// `apps/deployments/scale` -> (`apps`, `deployments/scale`); `pods/log` -> (``, `pods/log`).
+pub fn split_resource(r: &str) -> (&str, &str) {
+    const CORE: [&str; 11] = [
+        "pods",
+        "events",
+        "services",
+        "endpoints",
+        "configmaps",
+        "persistentvolumeclaims",
+        "resourcequotas",
+        "limitranges",
+        "serviceaccounts",
+        "secrets",
+        "namespaces",
+    ];
+    match r.split_once('/') {
+        Some((first, _)) if CORE.contains(&first) => ("", r),
+        Some((group, rest)) => (group, rest),
+        None => ("", r),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +366,38 @@ mod tests {
         );
         assert!(model.grants("beacon_loader", "raw.events", "INSERT"));
         assert!(!model.grants("beacon_loader", "raw.events", "SELECT"));
+        let k8s = model.kube_permissions();
+        let analysts = &k8s["beacon:analysts"];
+        let has = |ns: &str, g: &str, r: &str, v: &str| {
+            analysts.contains(&(ns.into(), g.into(), r.into(), v.into()))
+        };
+        assert!(has("beacon-pipeline", "", "pods/log", "get"));
+        assert!(has("beacon-pipeline", "batch", "jobs", "create"));
+        assert!(!analysts.iter().any(|p| p.0 != "beacon-pipeline"));
+        assert_eq!(
+            super::split_resource("apps/deployments/scale"),
+            ("apps", "deployments/scale")
+        );
+    }
+
+    #[test]
+    fn kubernetes_grants_cannot_name_secrets_or_wildcards() {
+        let secrets = MODEL_TOML.replacen(
+            "resources = [\"pods\", \"pods/log\"",
+            "resources = [\"secrets\", \"pods/log\"",
+            1,
+        );
+        assert!(
+            AccessModel::parse(&secrets)
+                .unwrap_err()
+                .to_string()
+                .contains("Secrets")
+        );
+        let wildcard = MODEL_TOML.replacen("verbs = [\"get\", \"create\"]", "verbs = [\"*\"]", 1);
+        assert!(AccessModel::parse(&wildcard).is_err());
+        let escalate =
+            MODEL_TOML.replacen("verbs = [\"get\", \"create\"]", "verbs = [\"escalate\"]", 1);
+        assert!(AccessModel::parse(&escalate).is_err());
     }
 
     #[test]

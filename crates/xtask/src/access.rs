@@ -132,6 +132,30 @@ pub fn render(model: &AccessModel) -> String {
         }
     }
     render_api(model, &mut out);
+    let _ = writeln!(
+        out,
+        "\n## Kubernetes permissions of people\n\nNamespaced Roles bound to each persona's group; nothing else (no cluster-scoped grant, no Secrets, no wildcard; exec and port-forward for SRE only).\n\n| persona | group | namespaces | resources | verbs |\n| --- | --- | --- | --- | --- |"
+    );
+    for g in &model.kubernetes.grants {
+        let group = model
+            .personas
+            .get(&g.persona)
+            .and_then(|p| p.group.as_deref())
+            .unwrap_or("–");
+        let _ = writeln!(
+            out,
+            "| {} | {group} | {} | {} | {} |",
+            g.persona,
+            g.namespaces.join(", "),
+            g.resources.join(", "),
+            g.verbs.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nNamespaces: {}. A persona absent from a namespace above can do nothing there.",
+        model.kubernetes.namespaces.join(", ")
+    );
     out
 }
 

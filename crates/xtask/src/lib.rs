@@ -7,5 +7,6 @@
 pub mod access;
 pub mod bench;
 pub mod certs;
+pub mod secrets;
 pub mod seed;
 pub mod up;

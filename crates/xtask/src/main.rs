@@ -23,6 +23,25 @@ enum Cmd {
     Certs,
     /// Regenerate docs/ACCESS.md from security/access-model.toml.
     Access,
+    /// Fill the git-ignored k8s/overlays/dev/secrets/ (certificates, token keys, passwords)
+    /// for the Kubernetes dev overlay. Existing files are kept.
+    Secrets,
+    /// Seed the demo tenants into a running Beacon (e.g. the kind cluster through Tilt's
+    /// port-forwards): tenants and API keys as the migrator, events through ingest.
+    Seed {
+        #[arg(
+            long,
+            default_value = "postgres://beacon_migrator@127.0.0.1:15432/beacon"
+        )]
+        database_url: String,
+        /// File holding the migrator's password (default: the dev overlay's).
+        #[arg(long)]
+        password_file: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        api: String,
+        #[arg(long, default_value = "http://127.0.0.1:8082")]
+        ingest: String,
+    },
     /// Benchmarks (results go in docs/BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -98,6 +117,30 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Bench {
             which: Bench::Ingest(options),
         } => xtask::bench::ingest::run(options).await,
+        Cmd::Secrets => {
+            let dir = xtask::secrets::dev_overlay_dir();
+            let wrote = xtask::secrets::generate(&dir)?;
+            println!("{} {}", if wrote { "wrote" } else { "kept" }, dir.display());
+            Ok(())
+        }
+        Cmd::Seed {
+            database_url,
+            password_file,
+            api,
+            ingest,
+        } => {
+            use sqlx::Connection as _;
+            let dir = xtask::secrets::dev_overlay_dir();
+            let password_file =
+                password_file.unwrap_or_else(|| dir.join("beacon_migrator.password"));
+            let password = std::fs::read_to_string(&password_file)?;
+            let options: sqlx::postgres::PgConnectOptions = database_url.parse()?;
+            let mut owner =
+                sqlx::PgConnection::connect_with(&options.password(password.trim())).await?;
+            let demo = std::fs::read_to_string(dir.join("demo-user.password"))?;
+            println!("seeding demo tenants (password: {})", demo.trim());
+            xtask::seed::seed_running(&mut owner, &api, &ingest, demo.trim()).await
+        }
         Cmd::Access => {
             let path = xtask::up::workspace_root().join("docs/ACCESS.md");
             std::fs::write(

