@@ -3,6 +3,7 @@
 
 mod analytics_kpis;
 mod api_attacks;
+mod dashboard;
 mod identity;
 mod ingest_and_attribution;
 mod tracing;

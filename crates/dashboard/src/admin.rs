@@ -73,7 +73,7 @@ async fn users_page(
 ) -> Response {
     match state
         .api
-        .get::<UserList>(&session.token, "/v1/users", &[("limit", "200".into())])
+        .get::<UserList>(&session.token, "/v1/users", &[("limit", "100".into())])
         .await
     {
         Ok(list) => page(
@@ -234,7 +234,7 @@ async fn keys_page(
 ) -> Response {
     match state
         .api
-        .get::<KeyList>(&session.token, "/v1/api-keys", &[("limit", "200".into())])
+        .get::<KeyList>(&session.token, "/v1/api-keys", &[("limit", "100".into())])
         .await
     {
         Ok(list) => page(

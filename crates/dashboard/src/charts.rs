@@ -105,12 +105,12 @@ pub fn line_chart(line: &Line<'_>) -> String {
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .light_line_style(GRID)
+            .light_line_style(WHITE)
             .bold_line_style(GRID)
             .axis_style(GRID)
             .x_labels(6)
             .y_labels(5)
-            .label_style(("sans-serif", 12).into_font().color(&INK))
+            .label_style(("sans-serif", 14).into_font().color(&INK))
             .x_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
             .y_label_formatter(&|v| (line.format)(*v))
             .draw()?;
@@ -171,6 +171,8 @@ pub fn bar_chart(bars: &Bars<'_>) -> String {
     let right = if max <= 0.0 { 1.0 } else { max * 1.15 };
     let height = (60 + 34 * n as u32).min(900);
     let escaped: Vec<String> = bars.bars.iter().map(|b| escape(&b.0)).collect();
+    // Segments count from the bottom: draw the first bar at the top.
+    let at = |i: usize| n - 1 - i;
     let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
         let root = SVGBackend::with_string(&mut svg, (640, height)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -182,14 +184,16 @@ pub fn bar_chart(bars: &Bars<'_>) -> String {
         chart
             .configure_mesh()
             .disable_y_mesh()
-            .light_line_style(GRID)
+            .light_line_style(WHITE)
             .bold_line_style(GRID)
             .axis_style(GRID)
             .x_labels(5)
-            .label_style(("sans-serif", 12).into_font().color(&INK))
+            .label_style(("sans-serif", 14).into_font().color(&INK))
             .x_label_formatter(&|v| (bars.format)(*v))
             .y_label_formatter(&|seg| match seg {
-                SegmentValue::CenterOf(i) => escaped.get(*i).cloned().unwrap_or_default(),
+                SegmentValue::CenterOf(i) if *i < n => {
+                    escaped.get(at(*i)).cloned().unwrap_or_default()
+                }
                 _ => String::new(),
             })
             .draw()?;

@@ -20,7 +20,8 @@ use crate::{
 };
 
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                       object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+                       object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; \
+                       report-uri /csp-report";
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -49,6 +50,7 @@ pub fn router(config: &Config, client: reqwest::Client) -> Router {
         .route("/channels", get(channels))
         .merge(crate::admin::routes())
         .route("/static/app.css", get(css))
+        .route("/csp-report", post(csp_report))
         .with_state(state)
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
@@ -65,6 +67,23 @@ pub fn router(config: &Config, client: reqwest::Client) -> Router {
         ));
     }
     platform::http::with_standard_layers(router, config.http)
+}
+
+/// Browsers post Content-Security-Policy violations here: each is logged and counted
+/// (`dashboard_csp_violations_total`), so a page that breaks the policy shows up on a
+/// dashboard instead of silently losing a feature. The body is bounded and never echoed.
+async fn csp_report(body: axum::body::Bytes) -> StatusCode {
+    let report: serde_json::Value =
+        serde_json::from_slice(&body[..body.len().min(8 * 1024)]).unwrap_or_default();
+    let r = &report["csp-report"];
+    tracing::warn!(
+        directive = r["violated-directive"].as_str().unwrap_or("?"),
+        blocked = r["blocked-uri"].as_str().unwrap_or("?"),
+        page = r["document-uri"].as_str().unwrap_or("?"),
+        "content security policy violation"
+    );
+    metrics::counter!("dashboard_csp_violations_total").increment(1);
+    StatusCode::NO_CONTENT
 }
 
 async fn css() -> impl IntoResponse {

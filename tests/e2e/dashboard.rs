@@ -1,0 +1,570 @@
+//! The dashboard, page by page, for both roles (HTTP), and in a real headless Chromium:
+//! the numbers shown equal the API's, every chart's SVG is there, the browser reports
+//! no Content-Security-Policy violation, a hostile campaign name runs nothing, and a
+//! screenshot of every page lands in target/screenshots/.
+
+use std::{path::PathBuf, time::Duration};
+
+use beacon_e2e::Stack;
+use domain::{Event, EventType};
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use xtask::seed::{DemoTenant, demo_tenants};
+
+const XSS: &str = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+const PAGES: [&str; 4] = [
+    "/overview",
+    "/campaigns",
+    "/channels",
+    "/campaign?name=Brand+Search",
+];
+const ADMIN_PAGES: [&str; 3] = ["/admin/users", "/admin/api-keys", "/admin/audit"];
+
+/// Two tenants with events, one campaign with a hostile name, transformed.
+async fn stack_with_data(admin: PgPool, password: &str) -> (Stack, [DemoTenant; 2]) {
+    let stack = Stack::start(admin).await.unwrap();
+    let tenants = demo_tenants(password);
+    let now = OffsetDateTime::now_utc();
+    let seeded = stack.seed(&tenants, &[2_000, 900], now).await.unwrap();
+    let hostile: Vec<Event> = (0..60)
+        .map(|i| Event {
+            event_id: format!("xss-{i}"),
+            campaign: XSS.to_owned(),
+            event_type: if i % 3 == 0 {
+                EventType::Click
+            } else {
+                EventType::Impression
+            },
+            ..seeded[0].0[i].clone()
+        })
+        .collect();
+    xtask::seed::push(
+        &stack.client,
+        &stack.ingest_url,
+        &seeded[0].1,
+        &hostile,
+        100,
+    )
+    .await
+    .unwrap();
+    stack.transform().await;
+    (stack, tenants)
+}
+
+/// Signs in through the form; returns the cookie header for later requests.
+async fn sign_in(stack: &Stack, email: &str, password: &str) -> String {
+    let page = stack
+        .client
+        .get(format!("{}/login", stack.dashboard_url))
+        .send()
+        .await
+        .unwrap();
+    let csrf = cookie(&page, "beacon_csrf").unwrap();
+    let r = stack
+        .client
+        .post(format!("{}/login", stack.dashboard_url))
+        .header("cookie", format!("beacon_csrf={csrf}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("email", email),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "sign in as {email}");
+    format!(
+        "beacon_csrf={csrf}; beacon_session={}",
+        cookie(&r, "beacon_session").unwrap()
+    )
+}
+
+fn cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            c.strip_prefix(&format!("{name}="))
+                .map(|v| v.split(';').next().unwrap_or("").to_owned())
+        })
+}
+
+async fn get(stack: &Stack, cookies: &str, path: &str) -> (u16, String) {
+    let r = stack
+        .client
+        .get(format!("{}{path}", stack.dashboard_url))
+        .header("cookie", cookies)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let csp = r
+        .headers()
+        .get("content-security-policy")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'self'") && !csp.contains("unsafe"),
+        "{path}: {csp}"
+    );
+    (status, r.text().await.unwrap())
+}
+
+#[sqlx::test(migrations = false)]
+async fn every_page_for_both_roles_and_admin_pages_only_for_admins(admin: PgPool) {
+    let (stack, tenants) = stack_with_data(admin, "dash-routes-1").await;
+    let t = &tenants[0];
+    let viewer = sign_in(&stack, &t.viewer_email, &t.password).await;
+    let admin = sign_in(&stack, &t.admin_email, &t.password).await;
+
+    for path in PAGES {
+        for (who, cookies) in [("viewer", &viewer), ("admin", &admin)] {
+            let (status, html) = get(&stack, cookies, path).await;
+            assert_eq!(status, 200, "{who} {path}: {html}");
+            assert!(
+                html.contains("<svg") || path == "/campaigns",
+                "{who} {path} has its charts"
+            );
+            // Navigation offers admin pages to admins only.
+            assert_eq!(
+                html.contains("href=\"/admin/users\""),
+                who == "admin",
+                "{who} {path} navigation"
+            );
+            assert!(
+                !html.contains("<script"),
+                "{who} {path}: no script on any page"
+            );
+        }
+    }
+    for path in ADMIN_PAGES {
+        let (status, html) = get(&stack, &admin, path).await;
+        assert_eq!(status, 200, "admin {path}");
+        assert!(html.contains("<table"), "admin {path}");
+        // A viewer who types the URL gets the "Not allowed" page, from the API's 403.
+        let (status, html) = get(&stack, &viewer, path).await;
+        assert_eq!(status, 403, "viewer {path}");
+        assert!(
+            html.contains("Not allowed") && !html.contains("<table"),
+            "viewer {path}"
+        );
+    }
+    // Without a session every page sends the browser to the login page.
+    for path in PAGES.iter().chain(&ADMIN_PAGES) {
+        let r = stack
+            .client
+            .get(format!("{}{path}", stack.dashboard_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{path}");
+        assert_eq!(r.headers()["location"], "/login");
+    }
+    // A form posted without the CSRF cookie is refused.
+    let session_only = admin
+        .split("; ")
+        .find(|c| c.starts_with("beacon_session="))
+        .unwrap()
+        .to_owned();
+    let r = stack
+        .client
+        .post(format!("{}/admin/api-keys", stack.dashboard_url))
+        .header("cookie", &session_only)
+        .form(&[("csrf", "guess"), ("name", "x"), ("events_write", "on")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // An admin creates a key through the form: the secret is shown once, then only its prefix.
+    let csrf = admin
+        .split("; ")
+        .find_map(|c| c.strip_prefix("beacon_csrf="))
+        .unwrap()
+        .to_owned();
+    let r = stack
+        .client
+        .post(format!("{}/admin/api-keys", stack.dashboard_url))
+        .header("cookie", &admin)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "dashboard test key"),
+            ("kpis_read", "on"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let secret = html
+        .split("<code id=\"new-secret\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap()
+        .to_owned();
+    assert!(secret.starts_with("bk_"));
+    let (_, again) = get(&stack, &admin, "/admin/api-keys").await;
+    assert!(!again.contains(&secret), "the secret is never shown again");
+    assert!(again.contains("dashboard test key"));
+
+    // The API down: a friendly page with the request id, and /readyz false.
+    stack.shutdown.trigger();
+}
+
+/// The browser, its driver and a place for screenshots. Skips (loudly) only when
+/// chromedriver is absent and BEACON_REQUIRE_BROWSER is not set; .ci/run sets it.
+fn chromedriver() -> Option<String> {
+    let path = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+    if std::path::Path::new(&path).exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("BEACON_REQUIRE_BROWSER").is_none(),
+        "BEACON_REQUIRE_BROWSER is set but {path} is missing: apt-get install chromium chromium-driver"
+    );
+    eprintln!(
+        "SKIPPED browser test: no chromedriver at {path} (apt-get install chromium chromium-driver)"
+    );
+    None
+}
+
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn csp_violations(stack: &Stack) -> u64 {
+    let port = stack
+        .admin_ports
+        .iter()
+        .find(|(n, _)| *n == "dashboard")
+        .unwrap()
+        .1;
+    let text = stack
+        .client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with("dashboard_csp_violations_total"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Driver(std::process::Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_real_browser_sees_the_apis_numbers_under_a_strict_policy(admin: PgPool) {
+    let Some(driver_path) = chromedriver() else {
+        return;
+    };
+    let (stack, tenants) = stack_with_data(admin, "dash-browser-1").await;
+    let t = &tenants[0];
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _driver = Driver(
+        std::process::Command::new(driver_path)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                     "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())],
+        }),
+    );
+    let mut client = None;
+    for _ in 0..50 {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => {
+                client = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let c = client.expect("a WebDriver session");
+    let shots = screenshots();
+    let shot = |name: &str| {
+        let (c, path) = (c.clone(), shots.join(format!("{name}.png")));
+        async move { std::fs::write(path, c.screenshot().await.unwrap()).unwrap() }
+    };
+    let base = stack.dashboard_url.clone();
+    let violations_before = csp_violations(&stack).await;
+
+    // Sign in through the real form.
+    c.goto(&format!("{base}/login")).await.unwrap();
+    shot("login").await;
+    let form = c.form(Locator::Css("form[action='/login']")).await.unwrap();
+    form.set_by_name("email", &t.admin_email).await.unwrap();
+    form.set_by_name("password", &t.password).await.unwrap();
+    form.submit().await.unwrap();
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("/overview")
+    );
+
+    // Overview: the tiles show exactly the API's numbers for the same user.
+    let token = {
+        let r = stack
+            .client
+            .post(format!("{}/v1/auth/token", stack.api_url))
+            .json(&json!({ "grant_type": "password", "username": t.admin_email, "password": t.password }))
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let api = |path: &'static str| {
+        let (client, url, token) = (
+            stack.client.clone(),
+            format!("{}{path}", stack.api_url),
+            token.clone(),
+        );
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let overview = api("/v1/overview").await;
+    let text = |sel: String| {
+        let c = c.clone();
+        async move {
+            c.find(Locator::Css(&sel))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let cur = &overview["current"];
+    for (kpi, want) in [
+        (
+            "impressions",
+            dashboard::format_count(cur["impressions"].as_i64().unwrap()),
+        ),
+        (
+            "clicks",
+            dashboard::format_count(cur["clicks"].as_i64().unwrap()),
+        ),
+        (
+            "conversions",
+            dashboard::format_count(cur["conversions"].as_i64().unwrap()),
+        ),
+        (
+            "spend",
+            dashboard::format_money(cur["spend_micros"].as_i64().unwrap(), "EUR"),
+        ),
+        (
+            "revenue",
+            dashboard::format_money(cur["revenue_micros"].as_i64().unwrap(), "EUR"),
+        ),
+    ] {
+        assert_eq!(
+            text(format!("[data-kpi='{kpi}'] .value")).await,
+            want,
+            "overview {kpi}"
+        );
+    }
+    for chart in ["spend", "clicks", "conversions", "revenue"] {
+        let svg = c
+            .find(Locator::Css(&format!(
+                "figure[data-chart='{chart}'] svg.chart"
+            )))
+            .await
+            .unwrap();
+        assert!(
+            svg.attr("role").await.unwrap().as_deref() == Some("img"),
+            "{chart} chart"
+        );
+    }
+    shot("overview").await;
+
+    // Campaigns: the table equals the API's page, the hostile name is inert text.
+    c.goto(&format!("{base}/campaigns")).await.unwrap();
+    let campaigns = api("/v1/kpis/campaigns").await;
+    let rows = c
+        .find_all(Locator::Css("#campaigns tbody tr[data-campaign]"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), campaigns["campaigns"].as_array().unwrap().len());
+    for (row, want) in rows.iter().zip(campaigns["campaigns"].as_array().unwrap()) {
+        assert_eq!(
+            row.attr("data-campaign").await.unwrap().as_deref(),
+            want["campaign"].as_str()
+        );
+        let cells = row.find_all(Locator::Css("td")).await.unwrap();
+        let spend = cells[5].text().await.unwrap();
+        assert_eq!(
+            spend,
+            dashboard::format_money(want["totals"]["spend_micros"].as_i64().unwrap(), "EUR")
+        );
+    }
+    let hostile = c.find(Locator::Css("#campaigns tbody tr th a")).await;
+    assert!(hostile.is_ok());
+    let names: Vec<String> = {
+        let mut v = Vec::new();
+        for a in c
+            .find_all(Locator::Css("#campaigns tbody th a"))
+            .await
+            .unwrap()
+        {
+            v.push(a.text().await.unwrap());
+        }
+        v
+    };
+    assert!(
+        names.iter().any(|n| n == XSS),
+        "the hostile name is shown as text: {names:?}"
+    );
+    assert!(c.get_alert_text().await.is_err(), "no alert ran");
+    let injected: Value = c
+        .execute(
+            "return [document.scripts.length, document.querySelectorAll('img').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        injected,
+        json!([0, 0]),
+        "no script and no img element made it into the page"
+    );
+    shot("campaigns").await;
+
+    // Campaign detail, reached by clicking, with its charts and attribution comparison.
+    let first = c
+        .find(Locator::Css("#campaigns tbody tr[data-campaign] th a"))
+        .await
+        .unwrap();
+    let name = first.text().await.unwrap();
+    first.click().await.unwrap();
+    assert_eq!(text("#campaign-name".into()).await, name);
+    for chart in ["spend", "conversions"] {
+        c.find(Locator::Css(&format!(
+            "figure[data-chart='{chart}'] svg.chart"
+        )))
+        .await
+        .unwrap();
+    }
+    c.find(Locator::Css("#attribution tr[data-model='linear']"))
+        .await
+        .unwrap();
+    shot("campaign").await;
+
+    // The hostile campaign's own page: its name is the heading's text, nothing runs.
+    c.goto(&format!("{base}/campaign?name={}", urlencode(XSS)))
+        .await
+        .unwrap();
+    assert_eq!(text("#campaign-name".into()).await, XSS);
+    assert!(c.get_alert_text().await.is_err(), "no alert ran");
+    shot("campaign-hostile-name").await;
+
+    // Channels and the admin pages.
+    c.goto(&format!("{base}/channels")).await.unwrap();
+    for chart in ["channel-spend", "channel-conversions"] {
+        c.find(Locator::Css(&format!(
+            "figure[data-chart='{chart}'] svg.chart"
+        )))
+        .await
+        .unwrap();
+    }
+    shot("channels").await;
+    for (path, name) in [
+        ("/admin/users", "admin-users"),
+        ("/admin/api-keys", "admin-api-keys"),
+        ("/admin/audit", "admin-audit"),
+    ] {
+        c.goto(&format!("{base}{path}")).await.unwrap();
+        c.find(Locator::Css("table.data")).await.unwrap();
+        shot(name).await;
+    }
+
+    // Phone width.
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("{base}/overview")).await.unwrap();
+    shot("overview-phone").await;
+
+    // The browser reported no CSP violation on any page...
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        csp_violations(&stack).await,
+        violations_before,
+        "CSP violations were reported"
+    );
+    // ...and the detector works: an inline script added through WebDriver is blocked
+    // by the policy and reported.
+    c.execute(
+        "const s = document.createElement('script'); s.textContent = 'window.ran = 1'; document.body.appendChild(s); return window.ran === undefined;",
+        vec![],
+    )
+    .await
+    .map(|blocked| assert_eq!(blocked, json!(true), "an inline script ran"))
+    .unwrap();
+    let mut reported = false;
+    for _ in 0..50 {
+        if csp_violations(&stack).await > violations_before {
+            reported = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reported, "the violation was reported to /csp-report");
+    c.close().await.unwrap();
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
