@@ -183,6 +183,21 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Runs transform until it has processed `events` events (or 60 s pass). The
+    /// transform's watermark waits for every older transaction on the PostgreSQL
+    /// cluster, so on a shared server a single run may legitimately process nothing yet.
+    pub async fn transform_until(&self, events: i64) -> i64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut done = 0;
+        while done < events && std::time::Instant::now() < deadline {
+            done += self.transform().await.events;
+            if done < events {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        done
+    }
+
     /// Runs transform once, as `beacon_transform`.
     pub async fn transform(&self) -> pipeline::transform::RunStats {
         pipeline::transform::run_once(&self.db("beacon_transform").pool())
