@@ -49,8 +49,11 @@ token=$(field admin_token)
 
 # Checks excluded, and why:
 # - positive_data_acceptance: some valid-by-schema inputs are refused by rules a
-#   schema cannot state (a date range longer than 731 days, `from` after `to`, an
-#   e-mail already registered), answered 400/409/422, all documented.
+#   schema cannot state, answered 400/409/422 with a documented problem: a date range
+#   longer than 731 days, duplicate API-key scopes, control characters in names, an
+#   e-mail address that is empty or has no domain, or is already registered, and unknown fields in the token request (an internally
+#   tagged enum, for which the generated schema does not say additionalProperties:
+#   false). Measured with this check on: only those cases fail (no 5xx).
 # - use_after_free: DELETE /v1/api-keys/{id} revokes; the key stays readable (with
 #   revoked_at) on purpose, so the audit trail keeps it.
 "$VENV/bin/schemathesis" run "$api/v1/openapi.json" \

@@ -255,6 +255,8 @@ impl Stack {
                 .expect("transform");
             total.events += stats.events;
             total.facts_touched += stats.facts_touched;
+            total.attribution_days += stats.attribution_days;
+            total.chunks += stats.chunks;
             let done: bool = sqlx::query_scalar(
                 "SELECT $1::xid8 IS NULL OR watermark > $1::xid8 FROM output.transform_state",
             )
@@ -268,25 +270,6 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("transform did not catch up within a minute");
-    }
-
-    /// Runs transform until `expected` events were processed, for at most ~30 s. The
-    /// watermark is the oldest running transaction of the whole PostgreSQL cluster, so
-    /// an open transaction elsewhere (a parallel test) delays a run: lag, never loss.
-    pub async fn transform_until(&self, expected: usize) -> pipeline::transform::RunStats {
-        let mut total = pipeline::transform::RunStats::default();
-        for _ in 0..300 {
-            let s = self.transform().await;
-            total.events += s.events;
-            total.facts_touched += s.facts_touched;
-            total.attribution_days += s.attribution_days;
-            total.chunks += s.chunks;
-            if total.events as usize >= expected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        total
     }
 }
 

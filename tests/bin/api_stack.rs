@@ -50,13 +50,16 @@ async fn run(admin: PgPool) -> anyhow::Result<()> {
     let tenants = demo_tenants(password);
     let mut owner = stack.owner().await;
     let now = time::OffsetDateTime::now_utc();
+    let mut pushed = 0;
     for (i, t) in tenants.iter().enumerate() {
         let key = create_tenant(&mut owner, t).await?;
         let ingest = ingest_token(&stack.client, &stack.api_url, &key).await?;
         let events = generate_events(100 + i as u64, 3_000, 60, t.currency, now);
         push(&stack.client, &stack.ingest_url, &ingest, &events, 500).await?;
+        pushed += events.len() as i64;
     }
-    stack.transform().await;
+    let processed = stack.transform().await.events;
+    anyhow::ensure!(processed == pushed, "transform processed {processed} of {pushed} events");
     let t = &tenants[0];
     let info = json!({
         "api_url": stack.api_url,

@@ -71,6 +71,7 @@ async fn two_tenants(stack: &Stack) -> ([DemoTenant; 2], [String; 2]) {
     let mut owner = stack.owner().await;
     let now = OffsetDateTime::now_utc();
     let mut keys = Vec::new();
+    let mut pushed = 0;
     for (i, t) in tenants.iter().enumerate() {
         let key = create_tenant(&mut owner, t).await.unwrap();
         let ingest = ingest_token(&stack.client, &stack.api_url, &key)
@@ -86,9 +87,10 @@ async fn two_tenants(stack: &Stack) -> ([DemoTenant; 2], [String; 2]) {
         push(&stack.client, &stack.ingest_url, &ingest, &events, 400)
             .await
             .unwrap();
+        pushed += events.len() as i64;
         keys.push(key);
     }
-    stack.transform().await;
+    assert_eq!(stack.transform().await.events, pushed);
     (tenants, [keys[0].clone(), keys[1].clone()])
 }
 

@@ -127,7 +127,7 @@ pub async fn get_user(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
-    #[schema(max_length = 254)]
+    #[schema(format = Email, max_length = 254)]
     email: String,
     #[schema(min_length = 1, max_length = 200)]
     display_name: String,
@@ -466,7 +466,7 @@ pub async fn create_key(
             "unprocessable",
             "Invalid request body",
         )
-        .detail("scopes must not be empty"));
+        .detail("scopes must be a non-empty list without repetitions"));
     }
     let generated = new_api_key();
     let mut tx = platform::db::begin_for_tenant(&state.pool, caller.tenant())

@@ -125,6 +125,8 @@ pub struct AppState {
     pub throttle: Arc<LoginThrottle>,
     /// Reporting currency per tenant, cached briefly (it almost never changes).
     pub currencies: Arc<std::sync::Mutex<HashMap<uuid::Uuid, (String, std::time::Instant)>>>,
+    /// Tokens already verified, by the SHA-256 of their exact bytes.
+    pub verified: Arc<routes::VerifiedTokens>,
 }
 
 /// Login throttles: per account and per client address.
@@ -161,6 +163,7 @@ impl AppState {
             analytics_timeout,
             throttle: Arc::new(LoginThrottle::new(account, address)),
             currencies: Arc::default(),
+            verified: Arc::new(routes::VerifiedTokens::new(10_000)),
         }
     }
 }

@@ -325,6 +325,65 @@ pub async fn openapi_json() -> Response {
         .into_response()
 }
 
+/// A bounded memo of verified tokens, keyed by the SHA-256 of the token's exact bytes,
+/// so a client sending the same token again skips the Ed25519 verification. A hit
+/// re-checks expiry; different bytes (a tampered token) never hit. Only tokens that
+/// passed full verification are stored; the map is cleared when full.
+#[derive(Debug)]
+pub struct VerifiedTokens {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], platform::auth::Claims>>,
+    max: usize,
+}
+
+impl VerifiedTokens {
+    pub fn new(max: usize) -> Self {
+        Self {
+            entries: std::sync::Mutex::default(),
+            max,
+        }
+    }
+
+    fn key(token: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
+
+    fn now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    /// Verifies `Authorization: Bearer …`, from the memo when these exact bytes passed before.
+    pub fn verify(
+        &self,
+        verifier: &platform::auth::TokenVerifier,
+        header: Option<&HeaderValue>,
+    ) -> Result<platform::auth::Claims, platform::auth::TokenError> {
+        let token = header
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let key = token.map(Self::key);
+        if let Some(key) = &key {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(claims) = entries.get(key).filter(|c| c.exp > Self::now()) {
+                return Ok(claims.clone());
+            }
+        }
+        let claims = verifier.verify_bearer(header)?;
+        if let Some(key) = key {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if entries.len() >= self.max {
+                entries.clear();
+            }
+            entries.insert(key, claims.clone());
+        }
+        Ok(claims)
+    }
+}
+
 /// Verifies the bearer token and checks the route's permission; puts the claims in
 /// the request for [`Caller`](crate::extract::Caller). A denial is audited.
 async fn enforce(
@@ -332,10 +391,10 @@ async fn enforce(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let claims = match state
-        .verifier
-        .verify_bearer(request.headers().get(header::AUTHORIZATION))
-    {
+    let claims = match state.verified.verify(
+        &state.verifier,
+        request.headers().get(header::AUTHORIZATION),
+    ) {
         Ok(claims) => claims,
         Err(e) => {
             tracing::info!(reason = %e, "token refused");
@@ -702,6 +761,41 @@ mod tests {
                 assert_eq!(body["type"], "https://beacon.dev/problems/unauthorized");
             }
         }
+    }
+
+    #[test]
+    fn the_verified_token_memo_rechecks_expiry_and_never_matches_other_bytes() {
+        let k = keys();
+        let verifier = TokenVerifier::from_public_pems(std::slice::from_ref(&k.public)).unwrap();
+        let memo = VerifiedTokens::new(2);
+        let header = |t: &str| HeaderValue::from_str(&format!("Bearer {t}")).unwrap();
+        let c = claims("kpis:read");
+        let good = sign(&k, &c);
+        assert_eq!(memo.verify(&verifier, Some(&header(&good))).unwrap(), c);
+        assert_eq!(memo.verify(&verifier, Some(&header(&good))).unwrap(), c);
+        // A token that verified once but has expired since is refused from the memo.
+        let key = VerifiedTokens::key(&good);
+        memo.entries.lock().unwrap().get_mut(&key).unwrap().exp = 0;
+        assert!(
+            memo.verify(&verifier, Some(&header(&good))).is_ok(),
+            "re-verified"
+        );
+        let expired = Claims {
+            exp: c.iat - 60,
+            nbf: c.iat - 120,
+            ..c.clone()
+        };
+        memo.entries
+            .lock()
+            .unwrap()
+            .insert(VerifiedTokens::key("forged"), expired);
+        assert!(memo.verify(&verifier, Some(&header("forged"))).is_err());
+        // Bounded.
+        for _ in 0..5 {
+            let t = sign(&k, &claims("kpis:read"));
+            memo.verify(&verifier, Some(&header(&t))).unwrap();
+        }
+        assert!(memo.entries.lock().unwrap().len() <= 2);
     }
 
     #[tokio::test]
