@@ -59,7 +59,10 @@ async fn run(admin: PgPool) -> anyhow::Result<()> {
         pushed += events.len() as i64;
     }
     let processed = stack.transform().await.events;
-    anyhow::ensure!(processed == pushed, "transform processed {processed} of {pushed} events");
+    anyhow::ensure!(
+        processed == pushed,
+        "transform processed {processed} of {pushed} events"
+    );
     let t = &tenants[0];
     let info = json!({
         "api_url": stack.api_url,
