@@ -568,3 +568,64 @@ fn urlencode(s: &str) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn api_down_gives_a_friendly_page_with_the_request_id_and_not_ready() {
+    // An API address where nothing listens.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let app = dashboard::App::build(dashboard::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: "127.0.0.1:0".parse().unwrap(),
+        api_url: format!("http://{dead}"),
+        secure_cookies: true,
+        http: platform::http::HttpLimits {
+            body_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(5),
+        },
+        api_timeout: Duration::from_secs(2),
+    })
+    .await
+    .unwrap();
+    let (port, admin_port) = (app.port(), app.admin_port());
+    let shutdown = platform::Shutdown::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("http://127.0.0.1:{port}/overview"))
+        .header("cookie", "beacon_session=x.e30.y; beacon_csrf=c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    // Served over TLS in production: HSTS is on when cookies are Secure.
+    assert!(r.headers().contains_key("strict-transport-security"));
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Data is unavailable") && html.contains(&request_id),
+        "{html}"
+    );
+    for leak in ["error", "reqwest", "Connection refused", "panicked", "src/"] {
+        assert!(!html.contains(leak), "the page leaks {leak:?}");
+    }
+    let ready = client
+        .get(format!("http://127.0.0.1:{admin_port}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let health = client
+        .get(format!("http://127.0.0.1:{admin_port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    shutdown.trigger();
+}
