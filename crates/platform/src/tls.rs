@@ -198,6 +198,10 @@ pub fn incoming(
             if tx.is_closed() {
                 break;
             }
+            // Small gRPC responses must not wait for a delayed ACK (Nagle).
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
+            }
             let acceptor = TlsAcceptor::from(tls.current());
             let tx = tx.clone();
             tokio::spawn(async move {
