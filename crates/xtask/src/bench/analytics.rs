@@ -214,7 +214,9 @@ async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
         // Transform waits for every older transaction on the cluster to end (its
         // watermark is the oldest running transaction id), so run until all is in.
         let t = Instant::now();
-        let transform = platform::db::DbConfig::for_role(&migrator, "beacon_transform").pool();
+        let mut transform = platform::db::DbConfig::for_role(&migrator, "beacon_transform");
+        transform.statement_timeout = Duration::from_secs(1800);
+        let transform = transform.pool();
         let mut processed = 0;
         while processed < volume as i64 {
             anyhow::ensure!(
