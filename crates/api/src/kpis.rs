@@ -287,6 +287,8 @@ pub struct CampaignKpis {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CampaignsPage {
+    /// Currency (ISO 4217) of every money amount in this answer.
+    currency: String,
     campaigns: Vec<CampaignKpis>,
     /// Absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -316,7 +318,7 @@ pub async fn campaigns(
         client.list_campaigns(pb::ListCampaignsRequest {
             tenant_id: caller.tenant().to_string(),
             range: Some(range(q.from, q.to)),
-            currency,
+            currency: currency.clone(),
             sort_by: pb::Kpi::from(q.sort.unwrap_or(Kpi::Spend)).into(),
             ascending: matches!(q.order, Some(Order::Asc)),
             page_size,
@@ -325,6 +327,7 @@ pub async fn campaigns(
     )
     .await?;
     Ok(Json(CampaignsPage {
+        currency,
         campaigns: r
             .campaigns
             .into_iter()
@@ -374,6 +377,8 @@ pub struct TimeSeriesPoint {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TimeSeries {
+    /// Currency (ISO 4217) of every money amount in this answer.
+    currency: String,
     granularity: Granularity,
     /// One point per period, zero-filled.
     points: Vec<TimeSeriesPoint>,
@@ -400,7 +405,7 @@ pub async fn timeseries(
         client.get_time_series(pb::TimeSeriesRequest {
             tenant_id: caller.tenant().to_string(),
             range: Some(range(q.from, q.to)),
-            currency,
+            currency: currency.clone(),
             granularity: match granularity {
                 Granularity::Day => pb::Granularity::Day,
                 Granularity::Week => pb::Granularity::Week,
@@ -411,6 +416,7 @@ pub async fn timeseries(
     )
     .await?;
     Ok(Json(TimeSeries {
+        currency,
         granularity,
         points: r
             .points
@@ -433,6 +439,8 @@ pub struct ChannelKpis {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Channels {
+    /// Currency (ISO 4217) of every money amount in this answer.
+    currency: String,
     channels: Vec<ChannelKpis>,
 }
 
@@ -451,11 +459,12 @@ pub async fn channels(
         client.get_channels(pb::ChannelsRequest {
             tenant_id: caller.tenant().to_string(),
             range: Some(range(q.from, q.to)),
-            currency,
+            currency: currency.clone(),
         }),
     )
     .await?;
     Ok(Json(Channels {
+        currency,
         channels: r
             .channels
             .into_iter()
@@ -481,6 +490,8 @@ pub struct CampaignAttribution {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Attribution {
+    /// Currency (ISO 4217) of every money amount in this answer.
+    currency: String,
     campaigns: Vec<CampaignAttribution>,
 }
 
@@ -499,11 +510,12 @@ pub async fn attribution(
         client.get_attribution(pb::AttributionRequest {
             tenant_id: caller.tenant().to_string(),
             range: Some(range(q.from, q.to)),
-            currency,
+            currency: currency.clone(),
         }),
     )
     .await?;
     Ok(Json(Attribution {
+        currency,
         campaigns: r
             .campaigns
             .into_iter()

@@ -336,6 +336,7 @@ struct Point {
 
 #[derive(Debug, Deserialize)]
 struct Series {
+    currency: String,
     points: Vec<Point>,
 }
 
@@ -696,6 +697,7 @@ struct CampaignKpis {
 
 #[derive(Debug, Deserialize)]
 struct CampaignsPage {
+    currency: String,
     campaigns: Vec<CampaignKpis>,
     next_page_token: Option<String>,
     total_campaigns: u32,
@@ -774,11 +776,6 @@ struct CampaignsView {
     next_query: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct TenantCurrency {
-    currency: String,
-}
-
 async fn campaigns(
     State(state): State<AppState>,
     session: Session,
@@ -808,19 +805,15 @@ async fn campaigns(
     if let Some(t) = &q.page_token {
         params.push(("page_token", t.clone()));
     }
-    let range_params = range.params();
-    let (page_result, overview) = tokio::join!(
-        state
-            .api
-            .get::<CampaignsPage>(&session.token, "/v1/kpis/campaigns", &params),
-        state
-            .api
-            .get::<TenantCurrency>(&session.token, "/v1/overview", &range_params),
-    );
-    let (data, currency) = match (page_result, overview) {
-        (Ok(p), Ok(o)) => (p, o.currency),
-        (Err(e), _) | (_, Err(e)) => return api_error(&headers, e),
+    let data = match state
+        .api
+        .get::<CampaignsPage>(&session.token, "/v1/kpis/campaigns", &params)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return api_error(&headers, e),
     };
+    let currency = data.currency.clone();
     let (from, to) = range.resolved();
     let base = vec![
         ("from".to_owned(), from.clone()),
@@ -983,21 +976,19 @@ async fn campaign(
         ("campaign", q.name.clone()),
     ]);
     let range_params = range.params();
-    let (series, attribution, overview) = tokio::join!(
+    let (series, attribution) = tokio::join!(
         state
             .api
             .get::<Series>(&session.token, "/v1/kpis/timeseries", &series_q),
         state
             .api
             .get::<Attribution>(&session.token, "/v1/kpis/attribution", &range_params),
-        state
-            .api
-            .get::<TenantCurrency>(&session.token, "/v1/overview", &range_params),
     );
-    let (series, attribution, currency) = match (series, attribution, overview) {
-        (Ok(s), Ok(a), Ok(o)) => (s, a, o.currency),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return api_error(&headers, e),
+    let (series, attribution) = match (series, attribution) {
+        (Ok(s), Ok(a)) => (s, a),
+        (Err(e), _) | (_, Err(e)) => return api_error(&headers, e),
     };
+    let currency = series.currency.clone();
     let mut sum = Totals::default();
     for p in &series.points {
         sum.impressions += p.totals.impressions;
@@ -1088,6 +1079,7 @@ struct ChannelKpis {
 
 #[derive(Debug, Deserialize)]
 struct Channels {
+    currency: String,
     channels: Vec<ChannelKpis>,
 }
 
@@ -1113,19 +1105,15 @@ async fn channels(
     headers: HeaderMap,
     Query(range): Query<RangeQuery>,
 ) -> Response {
-    let range_params = range.params();
-    let (data, overview) = tokio::join!(
-        state
-            .api
-            .get::<Channels>(&session.token, "/v1/kpis/channels", &range_params),
-        state
-            .api
-            .get::<TenantCurrency>(&session.token, "/v1/overview", &range_params),
-    );
-    let (data, currency) = match (data, overview) {
-        (Ok(d), Ok(o)) => (d, o.currency),
-        (Err(e), _) | (_, Err(e)) => return api_error(&headers, e),
+    let data = match state
+        .api
+        .get::<Channels>(&session.token, "/v1/kpis/channels", &range.params())
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => return api_error(&headers, e),
     };
+    let currency = data.currency.clone();
     let bars = |value: fn(&Totals) -> f64| -> Vec<(String, f64)> {
         data.channels
             .iter()
