@@ -2,6 +2,8 @@
 //! database, with freshly generated certificates and keys. Each service is the same
 //! `App` its binary runs; only the configuration differs.
 
+pub mod procs;
+
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use platform::{Shutdown, auth::TokenVerifier, db::DbConfig, http::HttpLimits, tls::TlsFiles};
