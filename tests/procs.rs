@@ -173,6 +173,16 @@ pub struct ProcStack {
     pub client: reqwest::Client,
 }
 
+/// In start-up order: each one's dependencies come before it.
+pub const SERVICES: [&str; 6] = [
+    "analytics",
+    "api",
+    "loader",
+    "ingest",
+    "transform",
+    "dashboard",
+];
+
 /// Extra or overriding environment for one service: `(service, variable, value)`.
 pub type Override = (&'static str, &'static str, String);
 
@@ -195,25 +205,11 @@ impl ProcStack {
             services: BTreeMap::new(),
             client,
         };
-        let ports: BTreeMap<&str, (u16, u16)> = [
-            "analytics",
-            "api",
-            "loader",
-            "ingest",
-            "transform",
-            "dashboard",
-        ]
-        .into_iter()
-        .map(|s| (s, (free_port(), free_port())))
-        .collect();
-        for name in [
-            "analytics",
-            "api",
-            "loader",
-            "ingest",
-            "transform",
-            "dashboard",
-        ] {
+        let ports: BTreeMap<&str, (u16, u16)> = SERVICES
+            .into_iter()
+            .map(|s| (s, (free_port(), free_port())))
+            .collect();
+        for name in SERVICES {
             let (port, admin_port) = ports[name];
             let mut env = stack.env_of(name, &ports);
             for (service, var, value) in overrides {
