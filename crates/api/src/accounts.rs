@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     audit::{self, Event, action},
-    credentials::{hash_password, new_api_key},
+    credentials::{Email, new_api_key},
     extract::{AppJson, AppQuery, Caller, Id, Meta, text},
     routes::{Errors, db_problem, page_size},
 };
@@ -141,23 +141,15 @@ pub struct CreatedUser {
     initial_password: String,
 }
 
-fn email(value: &str) -> Result<String, Problem> {
-    let e = value.trim().to_lowercase();
-    let valid = e.len() <= 254
-        && !e.chars().any(|c| c.is_control() || c.is_whitespace())
-        && e.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.contains('@')
-        });
-    if valid {
-        Ok(e)
-    } else {
-        Err(Problem::new(
+fn email(value: &str) -> Result<Email, Problem> {
+    Email::parse(value).ok_or_else(|| {
+        Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unprocessable",
             "Invalid request body",
         )
-        .detail("email is not a valid address"))
-    }
+        .detail("email is not a valid address (printable ASCII, at most 254 characters)")
+    })
 }
 
 /// Invite a user: creates the account with a random initial password, shown once.
@@ -174,16 +166,15 @@ pub async fn create_user(
     let mut raw = [0u8; 18];
     rand::rng().fill_bytes(&mut raw);
     let initial_password = hex::encode(raw);
-    let hash = {
-        let p = initial_password.clone();
-        tokio::task::spawn_blocking(move || hash_password(&p))
-            .await
-            .map_err(|_| Problem::internal())?
-            .map_err(|e| {
-                tracing::error!(error = %e, "hashing failed");
-                Problem::internal()
-            })?
-    };
+    let hash = state
+        .hashing
+        .try_acquire()?
+        .hash(initial_password.clone())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "hashing failed");
+            Problem::internal()
+        })?;
     let mut tx = platform::db::begin_for_tenant(&state.pool, caller.tenant())
         .await
         .map_err(db_problem)?;
@@ -193,7 +184,7 @@ pub async fn create_user(
     ))
     .bind(Uuid::new_v4())
     .bind(caller.tenant())
-    .bind(&email)
+    .bind(email.as_str())
     .bind(&display_name)
     .bind(&hash)
     .bind(new.role.as_str())
