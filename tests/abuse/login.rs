@@ -23,6 +23,10 @@ const PASSWORD: &str = "abuse-password-1";
 /// Generous bound of the test; the bench records the real figure.
 const WITHIN: Duration = Duration::from_secs(60);
 
+/// The tests of this module run one at a time: their figures are timings and peaks
+/// that a neighbouring stack on the same cores would distort.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Every service as a process, with both demo tenants created.
 async fn start(admin: PgPool, overrides: &[Override]) -> (ProcStack, [DemoTenant; 2]) {
     let bin = Path::new(env!("CARGO_BIN_EXE_beacon-testsvc"));
@@ -111,6 +115,7 @@ async fn wave(api: &str, grants: Vec<(String, String)>, tally: &mut Tally) {
 /// verification, not the per-address throttle, stands between them and the memory.
 #[sqlx::test(migrations = false)]
 async fn password_floods_stay_under_the_memory_limit(admin: PgPool) {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (mut stack, tenants) = start(admin, &[]).await;
     let api = stack.url("api");
     let from = |i: usize| format!("127.0.{}.{}", 1 + i / 250, 1 + i % 250);
@@ -260,6 +265,7 @@ async fn failure_addresses(stack: &ProcStack) -> Vec<String> {
 /// its own address.
 #[sqlx::test(migrations = false)]
 async fn a_flood_from_one_address_locks_nobody_out(admin: PgPool) {
+    let _serial = ONE_AT_A_TIME.lock().await;
     // The dashboard trusts the Gateway (here: the test, at 127.0.0.1); the api trusts
     // the dashboard (127.0.0.1 too) and nobody else.
     let trust = |service| (service, "BEACON_TRUSTED_PROXIES", "127.0.0.1/32".to_owned());
@@ -380,6 +386,7 @@ async fn a_flood_from_one_address_locks_nobody_out(admin: PgPool) {
 /// bounded number of rows, and the rows account for every denial they left out.
 #[sqlx::test(migrations = false)]
 async fn hammering_a_forbidden_route_writes_bounded_audit_rows(admin: PgPool) {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (mut stack, tenants) = start(admin, &[]).await;
     let api = stack.url("api");
     let r = grant(&stack.client, &api, &tenants[0].viewer_email, PASSWORD).await;

@@ -144,6 +144,19 @@ impl Attempts<'_> {
     }
 }
 
+/// The per-address throttle key: an IPv4 address, or the /64 an IPv6 address is in
+/// (one host or home usually holds a whole /64, so it could rotate single addresses).
+fn address_key(client: &str) -> String {
+    match client.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("addr:{net}/64")
+        }
+        _ => format!("addr:{client}"),
+    }
+}
+
 /// What a successful grant issues a token for.
 struct Grant {
     sub: String,
@@ -307,7 +320,7 @@ pub async fn token(
     meta: Meta,
     AppJson(request): AppJson<TokenRequest>,
 ) -> Result<Json<TokenResponse>, Problem> {
-    let address = meta.client_addr.as_ref().map(|a| format!("addr:{a}"));
+    let address = meta.client_addr.as_deref().map(address_key);
     let Grant {
         sub,
         tenant,
@@ -364,4 +377,26 @@ pub async fn token(
         expires_in: claims.exp - claims.iat,
         scope: claims.scope,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_keyed_on_its_64() {
+        assert_eq!(address_key("192.0.2.7"), "addr:192.0.2.7");
+        assert_eq!(
+            address_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"),
+            "addr:2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            address_key("2001:db8:1:2::1"),
+            address_key("2001:db8:1:2:ffff::9")
+        );
+        assert_ne!(
+            address_key("2001:db8:1:2::1"),
+            address_key("2001:db8:1:3::1")
+        );
+    }
 }
