@@ -99,6 +99,18 @@ impl Default for Protection {
     }
 }
 
+fn at_least_one<T>(var: &str, default: T) -> config::Result<T>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let value = config::or(var, default)?;
+    if value < T::from(1) {
+        return Err(config::ConfigError::new(var, "must be at least 1"));
+    }
+    Ok(value)
+}
+
 impl Protection {
     pub fn from_env() -> config::Result<Self> {
         let d = Self::default();
@@ -112,13 +124,8 @@ impl Protection {
                 "must be 1 to 60: an address is slowed down, never locked out",
             ));
         }
-        let hash_concurrency = config::or("BEACON_PASSWORD_HASH_CONCURRENCY", d.hash_concurrency)?;
-        if hash_concurrency == 0 {
-            return Err(config::ConfigError::new(
-                "BEACON_PASSWORD_HASH_CONCURRENCY",
-                "must be at least 1",
-            ));
-        }
+        let hash_concurrency =
+            at_least_one("BEACON_PASSWORD_HASH_CONCURRENCY", d.hash_concurrency)?;
         Ok(Self {
             login_account: BackoffConfig {
                 free_failures: config::or(
@@ -137,11 +144,11 @@ impl Protection {
             },
             hash_concurrency,
             trusted_proxies: TrustedProxies::from_env("BEACON_TRUSTED_PROXIES")?,
-            denied_audit_per_minute: config::or(
+            denied_audit_per_minute: at_least_one(
                 "BEACON_AUDIT_DENIALS_PER_MINUTE",
                 d.denied_audit_per_minute,
             )?,
-            denied_audit_burst: config::or("BEACON_AUDIT_DENIALS_BURST", d.denied_audit_burst)?,
+            denied_audit_burst: at_least_one("BEACON_AUDIT_DENIALS_BURST", d.denied_audit_burst)?,
         })
     }
 }
