@@ -233,45 +233,27 @@ impl Stack {
         proto::analytics::v1::analytics_client::AnalyticsClient::new(channel)
     }
 
-    /// Runs transform as `beacon_transform` until every loaded event is aggregated.
-    ///
-    /// One run takes the events of transactions older than the oldest transaction
-    /// still running anywhere on the cluster; tests of other databases run beside
-    /// this one, so a run may stop short (lag, never loss) and is repeated. Returns
-    /// the totals of all runs.
+    /// Runs transform as `beacon_transform` once: it takes every committed batch and
+    /// every queued attribution day, whatever other transactions run on the cluster.
+    /// Checks that nothing is left behind, and returns what the run did.
     pub async fn transform(&self) -> pipeline::transform::RunStats {
-        // A batch job: the transform's statements get a batch-sized timeout.
-        let mut db = self.db("beacon_transform");
-        db.statement_timeout = Duration::from_secs(300);
-        let pool = db.pool();
-        let mut owner = self.owner().await;
-        let newest: Option<String> =
-            sqlx::query_scalar("SELECT max(loaded_xid)::text FROM raw.events")
-                .fetch_one(&mut owner)
-                .await
-                .expect("newest loaded transaction");
-        let mut total = pipeline::transform::RunStats::default();
-        for _ in 0..600 {
-            let stats = pipeline::transform::run_once(&pool)
-                .await
-                .expect("transform");
-            total.events += stats.events;
-            total.facts_touched += stats.facts_touched;
-            total.attribution_days += stats.attribution_days;
-            total.chunks += stats.chunks;
-            let done: bool = sqlx::query_scalar(
-                "SELECT $1::xid8 IS NULL OR watermark > $1::xid8 FROM output.transform_state",
-            )
-            .bind(&newest)
-            .fetch_one(&mut owner)
+        let pool = self.db("beacon_transform").pool();
+        let stats = pipeline::transform::run_once(&pool)
             .await
-            .expect("watermark");
-            if done {
-                return total;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("transform did not catch up within a minute");
+            .expect("transform");
+        let mut owner = self.owner().await;
+        let (batches, days): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM raw.batches), (SELECT count(*) FROM output.attribution_work)",
+        )
+        .fetch_one(&mut owner)
+        .await
+        .expect("transform backlog");
+        assert_eq!(
+            (batches, days),
+            (0, 0),
+            "transform left work behind: {stats:?}"
+        );
+        stats
     }
 }
 
