@@ -9,6 +9,44 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use platform::{Shutdown, auth::TokenVerifier, db::DbConfig, http::HttpLimits, tls::TlsFiles};
 use sqlx::{Connection, PgConnection, PgPool};
 
+/// A connection as the migrator (acting as the owner) to the database of `admin`, for
+/// seeding and inspecting like an operator.
+pub async fn owner_connection(admin: &PgPool) -> PgConnection {
+    let options = admin
+        .connect_options()
+        .as_ref()
+        .clone()
+        .username(db::MIGRATOR_ROLE);
+    PgConnection::connect_with(&options)
+        .await
+        .expect("connect as migrator")
+}
+
+/// A pool connecting as `role` to the database of `admin`.
+pub fn role_pool(admin: &PgPool, role: &str) -> PgPool {
+    DbConfig::for_role(&admin.connect_options(), role).pool()
+}
+
+/// Trades a user's e-mail and password for an access token (password grant).
+pub async fn password_token(
+    client: &reqwest::Client,
+    api_url: &str,
+    email: &str,
+    password: &str,
+) -> String {
+    let r = client
+        .post(format!("{api_url}/v1/auth/token"))
+        .json(&serde_json::json!({ "grant_type": "password", "username": email, "password": password }))
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(r.status(), 200, "password grant for {email}");
+    r.json::<serde_json::Value>().await.expect("token JSON")["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
 #[derive(Debug)]
 pub struct Stack {
     pub admin: PgPool,
@@ -47,16 +85,7 @@ impl Stack {
 
     /// A connection as the migrator (acting as the owner), for seeding like an operator.
     pub async fn owner(&self) -> PgConnection {
-        PgConnection::connect_with(
-            &self
-                .admin
-                .connect_options()
-                .as_ref()
-                .clone()
-                .username(db::MIGRATOR_ROLE),
-        )
-        .await
-        .expect("connect as migrator")
+        owner_connection(&self.admin).await
     }
 
     /// The api's configuration in this stack, talking to analytics at `analytics_addr`.

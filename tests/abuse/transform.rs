@@ -39,18 +39,7 @@ fn event(id: String, ty: EventType, at: OffsetDateTime, user: &str, currency: &s
 }
 
 async fn user_token(stack: &ProcStack, email: &str, password: &str) -> String {
-    let r = stack
-        .client
-        .post(format!("{}/v1/auth/token", stack.url("api")))
-        .json(&serde_json::json!({ "grant_type": "password", "username": email, "password": password }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    beacon_e2e::password_token(&stack.client, &stack.url("api"), email, password).await
 }
 
 async fn impressions(stack: &ProcStack, token: &str) -> i64 {

@@ -299,23 +299,14 @@ async fn transform_until(pool: &PgPool, settings: &Settings, expected: usize) ->
 #[sqlx::test(migrations = false)]
 async fn attribution_matches_an_independent_computation_with_late_events(admin: PgPool) {
     db::setup(&admin).await.unwrap();
-    let loader = platform::db::DbConfig::for_role(&admin.connect_options(), "beacon_loader").pool();
-    let transform =
-        platform::db::DbConfig::for_role(&admin.connect_options(), "beacon_transform").pool();
+    let loader = beacon_e2e::role_pool(&admin, "beacon_loader");
+    let transform = beacon_e2e::role_pool(&admin, "beacon_transform");
     let settings = Settings {
         attribution_window_days: WINDOW_DAYS as i32,
         chunk_events: 2_000,
         ..Settings::default()
     };
-    let mut owner = sqlx::Connection::connect_with(
-        &admin
-            .connect_options()
-            .as_ref()
-            .clone()
-            .username(db::MIGRATOR_ROLE),
-    )
-    .await
-    .unwrap();
+    let mut owner = beacon_e2e::owner_connection(&admin).await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     let day = |d: i64, h: u8| {
@@ -524,23 +515,14 @@ async fn attribution_matches_an_independent_computation_with_late_events(admin: 
 #[sqlx::test(migrations = false)]
 async fn attribution_counts_the_n_most_recent_clicks_at_the_edge(admin: PgPool) {
     db::setup(&admin).await.unwrap();
-    let loader = platform::db::DbConfig::for_role(&admin.connect_options(), "beacon_loader").pool();
-    let transform =
-        platform::db::DbConfig::for_role(&admin.connect_options(), "beacon_transform").pool();
+    let loader = beacon_e2e::role_pool(&admin, "beacon_loader");
+    let transform = beacon_e2e::role_pool(&admin, "beacon_transform");
     let settings = Settings {
         attribution_window_days: WINDOW_DAYS as i32,
         max_clicks: 3,
         ..Settings::default()
     };
-    let mut owner = sqlx::Connection::connect_with(
-        &admin
-            .connect_options()
-            .as_ref()
-            .clone()
-            .username(db::MIGRATOR_ROLE),
-    )
-    .await
-    .unwrap();
+    let mut owner = beacon_e2e::owner_connection(&admin).await;
     let tenant = Uuid::new_v4();
     let conv_at = (OffsetDateTime::now_utc() - Duration::days(2))
         .replace_time(time::Time::from_hms(12, 0, 0).unwrap());
