@@ -598,3 +598,74 @@ async fn attribution_counts_the_n_most_recent_clicks_at_the_edge(admin: PgPool) 
     };
     assert_eq!(last_click("O3"), (1_000_000, 6_000_000));
 }
+
+/// Several transform replicas split the work (per-tenant advisory locks for facts,
+/// `FOR UPDATE SKIP LOCKED` for attribution days) and still count every event once:
+/// three replicas run at the same time over three tenants' batches, and the facts and
+/// attribution equal what is computed independently from the raw events.
+#[sqlx::test(migrations = false)]
+async fn replicas_split_the_work_and_count_each_event_once(admin: PgPool) {
+    db::setup(&admin).await.unwrap();
+    let loader = beacon_e2e::role_pool(&admin, "beacon_loader");
+    let settings = Settings {
+        attribution_window_days: WINDOW_DAYS as i32,
+        chunk_events: 300,
+        ..Settings::default()
+    };
+    let now = OffsetDateTime::now_utc();
+    let tenants = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    let mut all = Vec::new();
+    for (i, tenant) in tenants.iter().enumerate() {
+        let events = generate_events(900 + i as u64, 3_000, 20, "EUR", now);
+        for batch in events.chunks(250) {
+            pipeline::loader::insert_batch(&loader, *tenant, batch)
+                .await
+                .unwrap();
+        }
+        all.push(events);
+    }
+    let replica = || beacon_e2e::role_pool(&admin, "beacon_transform");
+    let (r1, r2, r3) = (replica(), replica(), replica());
+    let (s1, s2, s3) = tokio::join!(
+        pipeline::transform::run_once_with(&r1, &settings),
+        pipeline::transform::run_once_with(&r2, &settings),
+        pipeline::transform::run_once_with(&r3, &settings),
+    );
+    let stats = [s1.unwrap(), s2.unwrap(), s3.unwrap()];
+    let processed: i64 = stats.iter().map(|s| s.events).sum();
+    assert_eq!(
+        processed, 9_000,
+        "every event aggregated by exactly one replica"
+    );
+    assert!(
+        stats.iter().filter(|s| s.events > 0).count() >= 2,
+        "the work was split: {stats:?}"
+    );
+
+    let mut owner = beacon_e2e::owner_connection(&admin).await;
+    let mismatched: i64 = sqlx::query_scalar(
+        "WITH expected AS (
+             SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, campaign, channel, currency,
+                    count(*) FILTER (WHERE event_type = 'impression') AS impressions,
+                    count(*) FILTER (WHERE event_type = 'click') AS clicks,
+                    count(*) FILTER (WHERE event_type = 'conversion') AS conversions,
+                    sum(cost_micros) AS spend, sum(revenue_micros) AS revenue
+             FROM raw.events GROUP BY 1, 2, 3, 4, 5
+         ), actual AS (
+             SELECT tenant_id, day, campaign, channel, currency, impressions, clicks, conversions,
+                    spend_micros AS spend, revenue_micros AS revenue
+             FROM output.daily_campaign_facts
+         )
+         SELECT count(*) FROM ((TABLE expected EXCEPT TABLE actual) UNION ALL (TABLE actual EXCEPT TABLE expected)) d",
+    )
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(mismatched, 0, "facts equal the raw events' totals");
+    for (tenant, events) in tenants.iter().zip(&all) {
+        assert_eq!(
+            actual_attribution(&mut owner, *tenant).await,
+            expected_attribution(events, 50)
+        );
+    }
+}
