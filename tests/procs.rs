@@ -320,14 +320,7 @@ impl ProcStack {
 
     /// A connection as the migrator (acting as the owner), for seeding like an operator.
     pub async fn owner(&self) -> anyhow::Result<sqlx::PgConnection> {
-        use sqlx::Connection as _;
-        let options = self
-            .admin
-            .connect_options()
-            .as_ref()
-            .clone()
-            .username(db::MIGRATOR_ROLE);
-        Ok(sqlx::PgConnection::connect_with(&options).await?)
+        Ok(crate::owner_connection(&self.admin).await)
     }
 
     /// Creates `tenant` and trades its API key for an ingest token.

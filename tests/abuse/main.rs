@@ -4,5 +4,7 @@
 //! other tenants and users keep being served. Figures are printed and, with
 //! `BEACON_ABUSE_REPORT` set, recorded for `cargo xtask bench abuse`.
 
+mod analytics;
 mod idle;
 mod login;
+mod transform;

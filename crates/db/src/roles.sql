@@ -31,3 +31,10 @@ ALTER ROLE beacon_api SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_loader SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_transform SET idle_in_transaction_session_timeout = '60s';
 ALTER ROLE beacon_analytics SET idle_in_transaction_session_timeout = '10s';
+-- A component that stops (SIGTERM, a crash, an OOM kill) leaves no statement running:
+-- PostgreSQL checks every second during a query whether the client is still there and
+-- cancels the query when it is not (PostgreSQL 14+, Linux).
+ALTER ROLE beacon_api SET client_connection_check_interval = '1s';
+ALTER ROLE beacon_loader SET client_connection_check_interval = '1s';
+ALTER ROLE beacon_transform SET client_connection_check_interval = '1s';
+ALTER ROLE beacon_analytics SET client_connection_check_interval = '1s';
