@@ -574,7 +574,7 @@ pub struct Options {
 
 pub async fn up(options: Options) -> anyhow::Result<()> {
     // From here on Ctrl-C (or SIGTERM) stops what this command started.
-    let shutdown = platform::shutdown::Shutdown::new().on_signals();
+    let shutdown = Shutdown::new().on_signals();
     if options.database_only {
         println!("Beacon: PostgreSQL only");
     } else {
@@ -598,6 +598,12 @@ async fn database_only(pg: &Postgres, shutdown: &Shutdown) -> anyhow::Result<()>
         pg.admin.get_port(),
         pg.admin.get_username(),
         dev_dir().join("secrets").display()
+    );
+    println!(
+        "Tests against it: DATABASE_URL=postgres://{}@{}:{}/postgres cargo test --workspace",
+        pg.admin.get_username(),
+        pg.admin.get_host(),
+        pg.admin.get_port()
     );
     println!("Press Ctrl-C to stop.");
     shutdown.wait().await;
