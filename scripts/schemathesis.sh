@@ -23,11 +23,19 @@ if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$VERSION"; then
   "$VENV/bin/pip" install --quiet "schemathesis==$VERSION"
 fi
 
-cargo build --quiet --locked -p beacon-e2e --bin api-stack
+# Cargo says where it put the binary (CARGO_TARGET_DIR, build.target-dir, …).
+api_stack=$(cargo build --quiet --locked -p beacon-e2e --bin api-stack \
+  --message-format=json-render-diagnostics | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "api-stack":
+        print(m["executable"])')
+[ -x "$api_stack" ] || { echo "cargo build made no api-stack executable" >&2; exit 1; }
 
 work=$(mktemp -d)
 mkfifo "$work/stdin"
-target/debug/api-stack <"$work/stdin" >"$work/info.json" 2>"$work/stack.log" &
+"$api_stack" <"$work/stdin" >"$work/info.json" 2>"$work/stack.log" &
 stack_pid=$!
 exec 3>"$work/stdin" # the stack runs until this is closed
 cleanup() {
