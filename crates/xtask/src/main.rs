@@ -78,6 +78,7 @@ impl Bench {
             Self::Analytics { .. } => xtask::bench::analytics::TOOLS,
             Self::Api(_) => xtask::bench::api::TOOLS,
             Self::Ingest(_) => xtask::bench::ingest::TOOLS,
+            Self::Abuse => xtask::bench::abuse::TOOLS,
         }
     }
 }
