@@ -11,6 +11,8 @@ pub const MODEL_TOML: &str = include_str!("../../../security/access-model.toml")
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessModel {
+    /// The product's name: the `app.kubernetes.io/part-of` label of everything it runs.
+    pub product: String,
     pub trust_domain: String,
     pub personas: BTreeMap<String, Persona>,
     pub components: BTreeMap<String, Component>,
@@ -122,6 +124,9 @@ pub struct Database {
 #[serde(deny_unknown_fields)]
 pub struct DbRole {
     pub login: bool,
+    /// `idle_in_transaction_session_timeout` of the role's sessions (e.g. `"10s"`).
+    #[serde(default)]
+    pub idle_in_transaction_timeout: Option<String>,
     #[serde(default)]
     pub functions: Vec<String>,
     pub grants: BTreeMap<String, Vec<String>>,
@@ -297,6 +302,14 @@ impl AccessModel {
             }
         }
         out
+    }
+
+    /// The pod (its `app.kubernetes.io/name`) that runs `component`: its own, unless it
+    /// is a container of a shared pod (`pod = ...`).
+    pub fn pod_of(&self, component: &str) -> Option<&str> {
+        self.components
+            .get_key_value(component)
+            .map(|(name, c)| c.pod.as_deref().unwrap_or(name))
     }
 
     pub fn spiffe_id(&self, component: &str) -> Option<String> {
