@@ -1,13 +1,16 @@
 //! The Kubernetes layer: per namespace (`k8s/base/<namespace without the product
-//! prefix>/`) the NetworkPolicies, the workloads' ServiceAccounts and the persona Roles
-//! and RoleBindings; and the dev overlay's kubelet-probe allowance.
+//! prefix>/`) the NetworkPolicies of the model's flows, the workloads' ServiceAccounts
+//! and the persona Roles and RoleBindings; the Roles of personas granted the same in
+//! every namespace (SRE) in the namespace-baseline component (`k8s/components/`), which
+//! also holds the hand-written baseline (Namespace, quota, default deny, DNS); and the
+//! dev overlay's kubelet-probe allowance.
 //!
 //! YAML is written as text, not serialised, so that it reads like hand-written YAML
 //! and every rule says which flow of the model it carries.
 
 use std::fmt::Write as _;
 
-use platform::access::{AccessModel, Flow, split_resource};
+use platform::access::{AccessModel, Flow, KubeGrant, split_resource};
 
 use super::{Generated, header};
 
@@ -33,6 +36,10 @@ pub fn files(model: &AccessModel) -> Vec<Generated> {
         out.push(Generated::new(format!("{dir}/rbac.yaml"), rbac(model, ns)));
     }
     out.push(Generated::new(
+        "k8s/components/namespace-baseline/rbac.yaml",
+        baseline_rbac(model),
+    ));
+    out.push(Generated::new(
         "k8s/overlays/dev/kubelet-probes.yaml",
         kubelet_probes(model),
     ));
@@ -47,10 +54,16 @@ pub fn base_dir(namespace: &str) -> &str {
         .map_or(namespace, |(_, rest)| rest)
 }
 
+/// `metadata:` with name, namespace (none in a component: the including base sets it)
+/// and labels.
 fn metadata(out: &mut String, model: &AccessModel, name: &str, ns: &str, app: Option<&str>) {
-    let _ = write!(
+    let _ = writeln!(out, "metadata:\n  name: {name}");
+    if !ns.is_empty() {
+        let _ = writeln!(out, "  namespace: {ns}");
+    }
+    let _ = writeln!(
         out,
-        "metadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/part-of: {}\n",
+        "  labels:\n    app.kubernetes.io/part-of: {}",
         model.product
     );
     if let Some(app) = app {
@@ -223,52 +236,19 @@ fn policy_head(
     }
 }
 
-fn network_policies(model: &AccessModel, ns: &str) -> String {
+/// A generated YAML file: the header, an introduction (comment lines), the documents.
+fn yaml_file(intro: &str, docs: &[String]) -> String {
     let mut out = header("#");
-    let _ = writeln!(
-        out,
-        "#
-# {ns}: default deny in both directions, DNS to kube-dns only, then per pod exactly the
-# model's [[flows]] (flows between containers of one pod use loopback and need no rule).
-# tests/k8s and network-config-analyzer (k8s/nca) check the rendered result independently."
-    );
-    let _ = write!(
-        out,
-        "apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-"
-    );
-    metadata(&mut out, model, "default-deny", ns, None);
-    out.push_str(
-        "spec:
-  podSelector: {}
-  policyTypes:
-  - Ingress
-  - Egress
-",
-    );
-    out.push_str("\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n");
-    metadata(&mut out, model, "allow-dns", ns, None);
-    out.push_str(
-        "spec:
-  podSelector: {}
-  policyTypes:
-  - Egress
-  egress:
-  - to:
-    - namespaceSelector:
-        matchLabels:
-          kubernetes.io/metadata.name: kube-system
-      podSelector:
-        matchLabels:
-          k8s-app: kube-dns
-    ports:
-    - protocol: UDP
-      port: 53
-    - protocol: TCP
-      port: 53
-",
-    );
+    out.push_str("#\n");
+    for line in intro.lines() {
+        let _ = writeln!(out, "# {line}");
+    }
+    out.push_str(&docs.join("\n---\n"));
+    out
+}
+
+fn network_policies(model: &AccessModel, ns: &str) -> String {
+    let mut docs = Vec::new();
     for pod in pods_in(model, ns) {
         let in_pod = |component: &str| {
             component != INTERNET
@@ -294,24 +274,23 @@ kind: NetworkPolicy
                 })
                 .collect()
         };
-        let (ingress, egress) = (entries(true), entries(false));
-        out.push_str("\n---\n");
-        policy_head(&mut out, model, pod, ns, pod, &["Ingress", "Egress"]);
-        write_rules(&mut out, "ingress", "from", ns, &rules(ingress));
-        write_rules(&mut out, "egress", "to", ns, &rules(egress));
+        let mut doc = String::new();
+        policy_head(&mut doc, model, pod, ns, pod, &["Ingress", "Egress"]);
+        write_rules(&mut doc, "ingress", "from", ns, &rules(entries(true)));
+        write_rules(&mut doc, "egress", "to", ns, &rules(entries(false)));
+        docs.push(doc);
     }
-    out
+    yaml_file(
+        &format!(
+            "{ns}: per pod, exactly the model's [[flows]] (flows between containers of one pod use
+loopback and need no rule). Default deny and DNS come from the namespace-baseline
+component. tests/k8s and network-config-analyzer (k8s/nca) check the rendered result."
+        ),
+        &docs,
+    )
 }
 
 fn service_accounts(model: &AccessModel, ns: &str) -> String {
-    let mut out = header("#");
-    let _ = writeln!(
-        out,
-        "#
-# One ServiceAccount per workload identity of {ns} (spiffe://{}/ns/{ns}/sa/<name>), with
-# no API token: no {} workload talks to the Kubernetes API.",
-        model.trust_domain, model.product
-    );
     let mut accounts: Vec<&str> = model
         .components
         .values()
@@ -320,15 +299,23 @@ fn service_accounts(model: &AccessModel, ns: &str) -> String {
         .collect();
     accounts.sort_unstable();
     accounts.dedup();
-    for (i, sa) in accounts.iter().enumerate() {
-        if i > 0 {
-            out.push_str("\n---\n");
-        }
-        out.push_str("apiVersion: v1\nkind: ServiceAccount\n");
-        metadata(&mut out, model, sa, ns, Some(sa));
-        out.push_str("automountServiceAccountToken: false\n");
-    }
-    out
+    let docs: Vec<String> = accounts
+        .iter()
+        .map(|sa| {
+            let mut doc = String::from("apiVersion: v1\nkind: ServiceAccount\n");
+            metadata(&mut doc, model, sa, ns, Some(sa));
+            doc.push_str("automountServiceAccountToken: false\n");
+            doc
+        })
+        .collect();
+    yaml_file(
+        &format!(
+            "One ServiceAccount per workload identity of {ns} (spiffe://{}/ns/{ns}/sa/<name>),
+with no API token: no {} workload talks to the Kubernetes API.",
+            model.trust_domain, model.product
+        ),
+        &docs,
+    )
 }
 
 /// `beacon:product-developers` -> `product-developers`.
@@ -336,66 +323,71 @@ pub fn role_name(group: &str) -> &str {
     group.rsplit(':').next().unwrap_or(group)
 }
 
-fn rbac(model: &AccessModel, ns: &str) -> String {
-    let mut out = header("#");
-    let _ = writeln!(
-        out,
-        "#
-# The persona groups' Roles in {ns}, from [kubernetes] in the model: namespaced only, no
-# wildcards, no Secrets, exec and port-forward for SRE only. tests/k8s recomputes each
-# group's permissions from the rendered Roles and bindings and compares them with the model."
-    );
-    let mut first = true;
-    for (persona, p) in &model.personas {
-        let Some(group) = &p.group else { continue };
-        let grants: Vec<_> = model
+/// Personas granted exactly the same in every namespace (SRE): their Roles belong to
+/// the namespace-baseline component, written once.
+fn baseline_personas(model: &AccessModel) -> Vec<&str> {
+    let every = |namespaces: &[String]| {
+        model
             .kubernetes
-            .grants
+            .namespaces
             .iter()
-            .filter(|g| &g.persona == persona && g.namespaces.iter().any(|n| n == ns))
-            .collect();
-        if grants.is_empty() {
-            continue;
-        }
-        let role = role_name(group);
-        if !first {
-            out.push_str("\n---\n");
-        }
-        first = false;
-        out.push_str("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n");
-        metadata(&mut out, model, role, ns, None);
-        out.push_str("rules:\n");
-        for g in grants {
-            // One rule per API group, in the order the grant names them.
-            let mut by_group: Vec<(&str, Vec<&str>)> = Vec::new();
-            for r in &g.resources {
-                let (api_group, resource) = split_resource(r);
-                match by_group.iter_mut().find(|(ag, _)| *ag == api_group) {
-                    Some((_, list)) => list.push(resource),
-                    None => by_group.push((api_group, vec![resource])),
-                }
-            }
-            for (api_group, resources) in by_group {
-                let quoted = if api_group.is_empty() {
-                    "''"
-                } else {
-                    api_group
-                };
-                let _ = writeln!(out, "- apiGroups:\n  - {quoted}\n  resources:");
-                for r in resources {
-                    let _ = writeln!(out, "  - {r}");
-                }
-                out.push_str("  verbs:\n");
-                for v in &g.verbs {
-                    let _ = writeln!(out, "  - {v}");
-                }
+            .all(|n| namespaces.contains(n))
+    };
+    model
+        .personas
+        .iter()
+        .filter(|(name, p)| {
+            let mut grants = model
+                .kubernetes
+                .grants
+                .iter()
+                .filter(|g| &g.persona == *name);
+            p.group.is_some()
+                && grants.clone().next().is_some()
+                && grants.all(|g| every(&g.namespaces))
+        })
+        .map(|(name, _)| name.as_str())
+        .collect()
+}
+
+/// The Role and RoleBinding of `persona` in `ns` ("" in the component), from `grants`.
+fn persona_role(model: &AccessModel, persona: &str, ns: &str, grants: &[&KubeGrant]) -> String {
+    let group = model.personas[persona].group.as_deref().unwrap_or(persona);
+    let role = role_name(group);
+    let mut out = String::from("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n");
+    metadata(&mut out, model, role, ns, None);
+    out.push_str("rules:\n");
+    for g in grants {
+        // One rule per API group, in the order the grant names them.
+        let mut by_group: Vec<(&str, Vec<&str>)> = Vec::new();
+        for r in &g.resources {
+            let (api_group, resource) = split_resource(r);
+            match by_group.iter_mut().find(|(ag, _)| *ag == api_group) {
+                Some((_, list)) => list.push(resource),
+                None => by_group.push((api_group, vec![resource])),
             }
         }
-        out.push_str("\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n");
-        metadata(&mut out, model, role, ns, None);
-        let _ = write!(
-            out,
-            "subjects:
+        for (api_group, resources) in by_group {
+            let quoted = if api_group.is_empty() {
+                "''"
+            } else {
+                api_group
+            };
+            let _ = writeln!(out, "- apiGroups:\n  - {quoted}\n  resources:");
+            for r in resources {
+                let _ = writeln!(out, "  - {r}");
+            }
+            out.push_str("  verbs:\n");
+            for v in &g.verbs {
+                let _ = writeln!(out, "  - {v}");
+            }
+        }
+    }
+    out.push_str("\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n");
+    metadata(&mut out, model, role, ns, None);
+    let _ = write!(
+        out,
+        "subjects:
 - kind: Group
   apiGroup: rbac.authorization.k8s.io
   name: {group}
@@ -404,24 +396,64 @@ roleRef:
   apiGroup: rbac.authorization.k8s.io
   name: {role}
 "
-        );
-    }
+    );
     out
 }
 
-fn kubelet_probes(model: &AccessModel) -> String {
-    let mut out = header("#");
-    let _ = writeln!(
-        out,
-        "#
-# DEV ONLY. kind >= 0.24 enforces NetworkPolicy with kube-network-policies, and a default
-# deny has been reported to block kubelet probes there (kind issue 3875): the kubelet
-# probes from the node's address, which on kind is on the docker network (docker's
-# default pools lie in {KIND_NODE_CIDR}; pods and Services use 10.x). This opens the
-# ADMIN (probe) port of each pod, and nothing else, to the node addresses. tests/k8s
-# checks that this is the only extra flow in dev and that prod has none."
+const RBAC_INTRO: &str =
+    "From [kubernetes] in the model: namespaced only, no wildcards, no Secrets, exec and
+port-forward for SRE only. tests/k8s recomputes each group's permissions from the
+rendered Roles and bindings and compares them with the model.";
+
+/// The Roles of the personas that are not in the baseline, in namespace `ns`.
+fn rbac(model: &AccessModel, ns: &str) -> String {
+    let baseline = baseline_personas(model);
+    let docs: Vec<String> = model
+        .personas
+        .iter()
+        .filter(|(name, p)| p.group.is_some() && !baseline.contains(&name.as_str()))
+        .filter_map(|(name, _)| {
+            let grants: Vec<&KubeGrant> = model
+                .kubernetes
+                .grants
+                .iter()
+                .filter(|g| &g.persona == name && g.namespaces.iter().any(|n| n == ns))
+                .collect();
+            (!grants.is_empty()).then(|| persona_role(model, name, ns, &grants))
+        })
+        .collect();
+    let intro = format!(
+        "The persona groups' Roles in {ns} (those granted the same everywhere are in the
+namespace-baseline component).
+{RBAC_INTRO}"
     );
-    let mut first = true;
+    yaml_file(&intro, &docs)
+}
+
+/// The Roles of the personas granted the same in every namespace, for the component.
+fn baseline_rbac(model: &AccessModel) -> String {
+    let docs: Vec<String> = baseline_personas(model)
+        .into_iter()
+        .map(|name| {
+            let grants: Vec<&KubeGrant> = model
+                .kubernetes
+                .grants
+                .iter()
+                .filter(|g| g.persona == name)
+                .collect();
+            persona_role(model, name, "", &grants)
+        })
+        .collect();
+    let intro = format!(
+        "The Roles of the persona groups granted the same in every namespace, part of every
+namespace's baseline.
+{RBAC_INTRO}"
+    );
+    yaml_file(&intro, &docs)
+}
+
+fn kubelet_probes(model: &AccessModel) -> String {
+    let mut docs = Vec::new();
     for ns in &model.kubernetes.namespaces {
         for pod in pods_in(model, ns) {
             let ports: Vec<u16> = model
@@ -433,14 +465,11 @@ fn kubelet_probes(model: &AccessModel) -> String {
             if ports.is_empty() {
                 continue;
             }
-            if !first {
-                out.push_str("\n---\n");
-            }
-            first = false;
+            let mut doc = String::new();
             let name = format!("kubelet-probes-{pod}");
-            policy_head(&mut out, model, &name, ns, pod, &["Ingress"]);
+            policy_head(&mut doc, model, &name, ns, pod, &["Ingress"]);
             let _ = writeln!(
-                out,
+                doc,
                 "  ingress:
   - from:
     - ipBlock:
@@ -448,16 +477,60 @@ fn kubelet_probes(model: &AccessModel) -> String {
     ports:"
             );
             for port in ports {
-                let _ = writeln!(out, "    - protocol: TCP\n      port: {port}");
+                let _ = writeln!(doc, "    - protocol: TCP\n      port: {port}");
             }
+            docs.push(doc);
         }
     }
-    out
+    yaml_file(
+        &format!(
+            "DEV ONLY. kind >= 0.24 enforces NetworkPolicy with kube-network-policies, and a default
+deny has been reported to block kubelet probes there (kind issue 3875): the kubelet
+probes from the node's address, which on kind is on the docker network (docker's
+default pools lie in {KIND_NODE_CIDR}; pods and Services use 10.x). This opens the
+ADMIN (probe) port of each pod, and nothing else, to the node addresses. tests/k8s
+checks that this is the only extra flow in dev and that prod has none."
+        ),
+        &docs,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The baseline is written once: every namespace's base includes the component and
+    /// copies none of it.
+    #[test]
+    fn every_namespace_uses_the_baseline_component() {
+        let model = AccessModel::load();
+        let root = crate::up::workspace_root();
+        for ns in &model.kubernetes.namespaces {
+            let dir = root.join("k8s/base").join(base_dir(ns));
+            let k = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+            assert!(k.contains(&format!("\nnamespace: {ns}\n")), "{ns}: {k}");
+            assert!(
+                k.contains("- ../../components/namespace-baseline\n"),
+                "{ns}: {k}"
+            );
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap();
+                for copied in [
+                    "kind: Namespace\n",
+                    "kind: LimitRange\n",
+                    "name: default-deny\n",
+                    "name: allow-dns\n",
+                ] {
+                    assert!(
+                        !text.contains(copied),
+                        "{} copies the baseline ({copied})",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn names_follow_the_conventions() {
