@@ -16,6 +16,8 @@ pub struct AccessModel {
     pub trust_domain: String,
     pub personas: BTreeMap<String, Persona>,
     pub components: BTreeMap<String, Component>,
+    /// The product's own container images, by name (`<product>/<name>`).
+    pub images: BTreeMap<String, Image>,
     pub flows: Vec<Flow>,
     pub grpc: BTreeMap<String, GrpcPolicy>,
     pub database: Database,
@@ -91,6 +93,18 @@ pub struct Component {
     pub db_role: Option<String>,
     #[serde(default)]
     pub loopback_only: bool,
+    /// The product image this component runs from ([`AccessModel::images`]); none for
+    /// third-party software (PostgreSQL, the collector, Jaeger).
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+/// A container image built from the workspace: the crate and its binary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub package: String,
+    pub binary: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -221,6 +235,22 @@ impl AccessModel {
             }
         }
         for (name, c) in &self.components {
+            if let Some(image) = &c.image {
+                anyhow::ensure!(
+                    self.images.contains_key(image),
+                    "component {name} runs from unknown image {image}"
+                );
+            }
+        }
+        for image in self.images.keys() {
+            anyhow::ensure!(
+                self.components
+                    .values()
+                    .any(|c| c.image.as_ref() == Some(image)),
+                "image {image} runs no component"
+            );
+        }
+        for (name, c) in &self.components {
             anyhow::ensure!(
                 self.kubernetes.namespaces.contains(&c.namespace),
                 "component {name} is in {}, not a listed Kubernetes namespace",
@@ -319,6 +349,21 @@ impl AccessModel {
                 self.trust_domain, c.namespace, c.service_account
             )
         })
+    }
+
+    /// Components that hold a workload certificate: every gRPC server and its allowed
+    /// callers (mutual TLS).
+    pub fn mtls_components(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .grpc
+            .iter()
+            .flat_map(|(server, p)| {
+                std::iter::once(server.as_str()).chain(p.allowed_callers.iter().map(String::as_str))
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The SPIFFE ids allowed to call `server` over gRPC.

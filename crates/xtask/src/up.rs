@@ -239,19 +239,10 @@ async fn run(root: &Path, pg: &Postgres) -> anyhow::Result<()> {
     let status =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(root)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "pipeline",
-                "-p",
-                "analytics",
-                "-p",
-                "api",
-                "-p",
-                "dashboard",
-                "--bins",
-            ])
+            .args(["build", "--quiet", "--bins"])
+            .args(crate::access::images::cargo_packages(
+                &platform::access::AccessModel::load(),
+            ))
             .status()?;
     anyhow::ensure!(status.success(), "build failed");
     let bin = |name: &str| root.join("target/debug").join(name);

@@ -10,6 +10,7 @@
 //! connectivity, crates/db/tests/access_model.rs tries every privilege on a live
 //! database). A bug here therefore shows up as a failing test, not as a silent hole.
 
+pub mod images;
 pub mod kube;
 pub mod markdown;
 pub mod sql;
@@ -86,6 +87,7 @@ pub fn generated(model: &AccessModel) -> Vec<Generated> {
     let mut out = vec![Generated::new("docs/ACCESS.md", markdown::render(model))];
     out.extend(sql::files(model));
     out.extend(kube::files(model));
+    out.extend(images::files(model));
     out
 }
 
