@@ -11,18 +11,25 @@ pub const MODEL_TOML: &str = include_str!("../../../security/access-model.toml")
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessModel {
-    /// The product's name: the `app.kubernetes.io/part-of` label of everything it runs.
+    /// The product's name: the `app.kubernetes.io/part-of` label of everything it runs
+    /// (models written before it existed were Beacon's).
+    #[serde(default = "beacon")]
     pub product: String,
     pub trust_domain: String,
     pub personas: BTreeMap<String, Persona>,
     pub components: BTreeMap<String, Component>,
     /// The product's own container images, by name (`<product>/<name>`).
+    #[serde(default)]
     pub images: BTreeMap<String, Image>,
     pub flows: Vec<Flow>,
     pub grpc: BTreeMap<String, GrpcPolicy>,
     pub database: Database,
     pub api: Api,
     pub kubernetes: Kubernetes,
+}
+
+fn beacon() -> String {
+    "beacon".to_owned()
 }
 
 /// The public API's permission table: every route and what its caller needs.

@@ -10,6 +10,7 @@
 //! connectivity, crates/db/tests/access_model.rs tries every privilege on a live
 //! database). A bug here therefore shows up as a failing test, not as a silent hole.
 
+pub mod diff;
 pub mod images;
 pub mod kube;
 pub mod markdown;
@@ -28,6 +29,12 @@ pub enum Action {
     Render,
     /// Fail when a generated file is missing or differs from the model's.
     Check,
+    /// Print, as a Markdown table, what the working tree's model opens and closes
+    /// compared with the model at a git revision.
+    Diff {
+        /// The revision to compare with (a branch, tag or commit).
+        rev: String,
+    },
 }
 
 pub fn run(action: Action) -> anyhow::Result<()> {
@@ -47,6 +54,10 @@ pub fn run(action: Action) -> anyhow::Result<()> {
                 generated(&model).len(),
                 wrote.len()
             );
+            Ok(())
+        }
+        Action::Diff { rev } => {
+            print!("{}", diff::report(&root, &rev)?);
             Ok(())
         }
         Action::Check => {
