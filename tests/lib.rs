@@ -2,10 +2,50 @@
 //! database, with freshly generated certificates and keys. Each service is the same
 //! `App` its binary runs; only the configuration differs.
 
+pub mod procs;
+
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use platform::{Shutdown, auth::TokenVerifier, db::DbConfig, http::HttpLimits, tls::TlsFiles};
 use sqlx::{Connection, PgConnection, PgPool};
+
+/// A connection as the migrator (acting as the owner) to the database of `admin`, for
+/// seeding and inspecting like an operator.
+pub async fn owner_connection(admin: &PgPool) -> PgConnection {
+    let options = admin
+        .connect_options()
+        .as_ref()
+        .clone()
+        .username(db::MIGRATOR_ROLE);
+    PgConnection::connect_with(&options)
+        .await
+        .expect("connect as migrator")
+}
+
+/// A pool connecting as `role` to the database of `admin`.
+pub fn role_pool(admin: &PgPool, role: &str) -> PgPool {
+    DbConfig::for_role(&admin.connect_options(), role).pool()
+}
+
+/// Trades a user's e-mail and password for an access token (password grant).
+pub async fn password_token(
+    client: &reqwest::Client,
+    api_url: &str,
+    email: &str,
+    password: &str,
+) -> String {
+    let r = client
+        .post(format!("{api_url}/v1/auth/token"))
+        .json(&serde_json::json!({ "grant_type": "password", "username": email, "password": password }))
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(r.status(), 200, "password grant for {email}");
+    r.json::<serde_json::Value>().await.expect("token JSON")["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
 
 #[derive(Debug)]
 pub struct Stack {
@@ -45,16 +85,7 @@ impl Stack {
 
     /// A connection as the migrator (acting as the owner), for seeding like an operator.
     pub async fn owner(&self) -> PgConnection {
-        PgConnection::connect_with(
-            &self
-                .admin
-                .connect_options()
-                .as_ref()
-                .clone()
-                .username(db::MIGRATOR_ROLE),
-        )
-        .await
-        .expect("connect as migrator")
+        owner_connection(&self.admin).await
     }
 
     /// The api's configuration in this stack, talking to analytics at `analytics_addr`.
@@ -231,45 +262,27 @@ impl Stack {
         proto::analytics::v1::analytics_client::AnalyticsClient::new(channel)
     }
 
-    /// Runs transform as `beacon_transform` until every loaded event is aggregated.
-    ///
-    /// One run takes the events of transactions older than the oldest transaction
-    /// still running anywhere on the cluster; tests of other databases run beside
-    /// this one, so a run may stop short (lag, never loss) and is repeated. Returns
-    /// the totals of all runs.
+    /// Runs transform as `beacon_transform` once: it takes every committed batch and
+    /// every queued attribution day, whatever other transactions run on the cluster.
+    /// Checks that nothing is left behind, and returns what the run did.
     pub async fn transform(&self) -> pipeline::transform::RunStats {
-        // A batch job: the transform's statements get a batch-sized timeout.
-        let mut db = self.db("beacon_transform");
-        db.statement_timeout = Duration::from_secs(300);
-        let pool = db.pool();
-        let mut owner = self.owner().await;
-        let newest: Option<String> =
-            sqlx::query_scalar("SELECT max(loaded_xid)::text FROM raw.events")
-                .fetch_one(&mut owner)
-                .await
-                .expect("newest loaded transaction");
-        let mut total = pipeline::transform::RunStats::default();
-        for _ in 0..600 {
-            let stats = pipeline::transform::run_once(&pool)
-                .await
-                .expect("transform");
-            total.events += stats.events;
-            total.facts_touched += stats.facts_touched;
-            total.attribution_days += stats.attribution_days;
-            total.chunks += stats.chunks;
-            let done: bool = sqlx::query_scalar(
-                "SELECT $1::xid8 IS NULL OR watermark > $1::xid8 FROM output.transform_state",
-            )
-            .bind(&newest)
-            .fetch_one(&mut owner)
+        let pool = self.db("beacon_transform").pool();
+        let stats = pipeline::transform::run_once(&pool)
             .await
-            .expect("watermark");
-            if done {
-                return total;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("transform did not catch up within a minute");
+            .expect("transform");
+        let mut owner = self.owner().await;
+        let (batches, days): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM raw.batches), (SELECT count(*) FROM output.attribution_work)",
+        )
+        .fetch_one(&mut owner)
+        .await
+        .expect("transform backlog");
+        assert_eq!(
+            (batches, days),
+            (0, 0),
+            "transform left work behind: {stats:?}"
+        );
+        stats
     }
 }
 

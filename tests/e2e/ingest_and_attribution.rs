@@ -185,9 +185,13 @@ type AttributionKey = (time::Date, String, String, String, String);
 
 /// Attribution computed from the events alone: for each conversion with a user key,
 /// the clicks of the same tenant and user at most WINDOW_DAYS before it (inclusive),
-/// ordered by (time, event_id). last_click: the last one gets everything. linear: each
-/// gets 1/n of a conversion (in millionths) and of the revenue, remainders to the last.
-fn expected_attribution(events: &[Event]) -> BTreeMap<AttributionKey, (i64, i64)> {
+/// ordered by (time, event_id), of which only the `max_clicks` latest count. last_click:
+/// the last one gets everything. linear: each gets 1/n of a conversion (in millionths)
+/// and of the revenue, remainders to the last.
+fn expected_attribution(
+    events: &[Event],
+    max_clicks: usize,
+) -> BTreeMap<AttributionKey, (i64, i64)> {
     let mut out: BTreeMap<AttributionKey, (i64, i64)> = BTreeMap::new();
     for conv in events
         .iter()
@@ -209,6 +213,7 @@ fn expected_attribution(events: &[Event]) -> BTreeMap<AttributionKey, (i64, i64)
         clicks.sort_by(|a, b| {
             (a.occurred_at, a.event_id.as_bytes()).cmp(&(b.occurred_at, b.event_id.as_bytes()))
         });
+        let clicks = &clicks[clicks.len().saturating_sub(max_clicks)..];
         let n = clicks.len() as i64;
         let day = conv.occurred_at.date();
         let key = |k: &Event, model: &str| {
@@ -277,23 +282,13 @@ fn event(
     }
 }
 
-/// Runs transform until `expected` events were processed. The watermark is the oldest
-/// running transaction of the whole PostgreSQL cluster, so a transaction of a test
-/// running in parallel can hold a run back (lag, never loss): retry, bounded.
+/// Runs transform once and checks it processed exactly `expected` events: one run
+/// takes everything committed, whatever else runs on the cluster (no watermark waits
+/// for other databases' transactions any more).
 async fn transform_until(pool: &PgPool, settings: &Settings, expected: usize) -> RunStats {
-    let mut total = RunStats::default();
-    for _ in 0..300 {
-        let s = pipeline::transform::run_once_with(pool, settings)
-            .await
-            .unwrap();
-        total.events += s.events;
-        total.chunks += s.chunks;
-        total.attribution_days += s.attribution_days;
-        if total.events as usize >= expected {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let total = pipeline::transform::run_once_with(pool, settings)
+        .await
+        .unwrap();
     assert_eq!(
         total.events as usize, expected,
         "transform processed every event once"
@@ -304,22 +299,14 @@ async fn transform_until(pool: &PgPool, settings: &Settings, expected: usize) ->
 #[sqlx::test(migrations = false)]
 async fn attribution_matches_an_independent_computation_with_late_events(admin: PgPool) {
     db::setup(&admin).await.unwrap();
-    let loader = platform::db::DbConfig::for_role(&admin.connect_options(), "beacon_loader").pool();
-    let transform =
-        platform::db::DbConfig::for_role(&admin.connect_options(), "beacon_transform").pool();
+    let loader = beacon_e2e::role_pool(&admin, "beacon_loader");
+    let transform = beacon_e2e::role_pool(&admin, "beacon_transform");
     let settings = Settings {
         attribution_window_days: WINDOW_DAYS as i32,
         chunk_events: 2_000,
+        ..Settings::default()
     };
-    let mut owner = sqlx::Connection::connect_with(
-        &admin
-            .connect_options()
-            .as_ref()
-            .clone()
-            .username(db::MIGRATOR_ROLE),
-    )
-    .await
-    .unwrap();
+    let mut owner = beacon_e2e::owner_connection(&admin).await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     let day = |d: i64, h: u8| {
@@ -447,11 +434,11 @@ async fn attribution_matches_an_independent_computation_with_late_events(admin: 
     );
     assert_eq!(
         actual_attribution(&mut owner, a).await,
-        expected_attribution(&first)
+        expected_attribution(&first, 50)
     );
     assert_eq!(
         actual_attribution(&mut owner, b).await,
-        expected_attribution(&other)
+        expected_attribution(&other, 50)
     );
 
     // The hand-made cases, spelled out.
@@ -481,7 +468,7 @@ async fn attribution_matches_an_independent_computation_with_late_events(admin: 
     transform_until(&transform, &settings, late.len()).await;
     let all: Vec<Event> = first.iter().chain(&late).cloned().collect();
     let got = actual_attribution(&mut owner, a).await;
-    assert_eq!(got, expected_attribution(&all));
+    assert_eq!(got, expected_attribution(&all, 50));
     assert_eq!(
         got[&key("Zeta", "last_click")],
         (1_000_000, 100_000_001),
@@ -493,7 +480,7 @@ async fn attribution_matches_an_independent_computation_with_late_events(admin: 
     );
     assert_eq!(
         actual_attribution(&mut owner, b).await,
-        expected_attribution(&other)
+        expected_attribution(&other, 50)
     );
 
     // Idempotent: a second run finds nothing and changes nothing.
@@ -506,13 +493,7 @@ async fn attribution_matches_an_independent_computation_with_late_events(admin: 
     let again = pipeline::transform::run_once_with(&transform, &settings)
         .await
         .unwrap();
-    assert_eq!(
-        again,
-        RunStats {
-            chunks: 1,
-            ..RunStats::default()
-        }
-    );
+    assert_eq!(again, RunStats::default());
     assert_eq!(actual_attribution(&mut owner, a).await, got);
     let facts_after: Vec<(String,)> = sqlx::query_as(
         "SELECT string_agg(f::text, ';' ORDER BY f::text) FROM output.daily_campaign_facts f",
@@ -526,4 +507,165 @@ async fn attribution_matches_an_independent_computation_with_late_events(admin: 
         pipeline::transform::lag_seconds(&transform).await.unwrap(),
         0.0
     );
+}
+
+/// The bound on clicks per conversion, at its edge: with `max_clicks = 3`, a path of
+/// exactly 3 clicks is credited whole, a path of 4 loses its oldest click, a tie on
+/// time at the boundary is broken by event_id, and the window edge is inclusive.
+#[sqlx::test(migrations = false)]
+async fn attribution_counts_the_n_most_recent_clicks_at_the_edge(admin: PgPool) {
+    db::setup(&admin).await.unwrap();
+    let loader = beacon_e2e::role_pool(&admin, "beacon_loader");
+    let transform = beacon_e2e::role_pool(&admin, "beacon_transform");
+    let settings = Settings {
+        attribution_window_days: WINDOW_DAYS as i32,
+        max_clicks: 3,
+        ..Settings::default()
+    };
+    let mut owner = beacon_e2e::owner_connection(&admin).await;
+    let tenant = Uuid::new_v4();
+    let conv_at = (OffsetDateTime::now_utc() - Duration::days(2))
+        .replace_time(time::Time::from_hms(12, 0, 0).unwrap());
+    let before = |minutes: i64| conv_at - Duration::minutes(minutes);
+    use EventType::{Click, Conversion};
+    let events = vec![
+        // Exactly N clicks: all three share the conversion.
+        event("x-1", Click, before(30), "X1", Some("exact"), 0),
+        event("x-2", Click, before(20), "X2", Some("exact"), 0),
+        event("x-3", Click, before(10), "X3", Some("exact"), 0),
+        event("x-v", Conversion, conv_at, "-", Some("exact"), 3_000_000),
+        // N + 1 clicks: the oldest gets nothing; the one at the conversion's instant counts.
+        event("o-0", Click, before(40), "Oldest", Some("over"), 0),
+        event("o-1", Click, before(30), "O1", Some("over"), 0),
+        event("o-2", Click, before(20), "O2", Some("over"), 0),
+        event("o-3", Click, conv_at, "O3", Some("over"), 0),
+        event("o-v", Conversion, conv_at, "-", Some("over"), 6_000_000),
+        // A tie at the boundary: of t-a and t-b (same instant), only t-b (greater id)
+        // is among the 3 latest.
+        event("t-a", Click, before(30), "TieA", Some("tie"), 0),
+        event("t-b", Click, before(30), "TieB", Some("tie"), 0),
+        event("t-2", Click, before(20), "T2", Some("tie"), 0),
+        event("t-3", Click, before(10), "T3", Some("tie"), 0),
+        event("t-v", Conversion, conv_at, "-", Some("tie"), 0),
+        // The window edge is inclusive: exactly 30 days before counts, a second more not.
+        event(
+            "w-in",
+            Click,
+            conv_at - Duration::days(WINDOW_DAYS),
+            "EdgeIn",
+            Some("edge"),
+            0,
+        ),
+        event(
+            "w-out",
+            Click,
+            conv_at - Duration::days(WINDOW_DAYS) - Duration::seconds(1),
+            "EdgeOut",
+            Some("edge"),
+            0,
+        ),
+        event("w-v", Conversion, conv_at, "-", Some("edge"), 0),
+    ];
+    pipeline::loader::insert_batch(&loader, tenant, &events)
+        .await
+        .unwrap();
+    transform_until(&transform, &settings, events.len()).await;
+    let got = actual_attribution(&mut owner, tenant).await;
+    assert_eq!(got, expected_attribution(&events, 3));
+
+    // The same facts, by hand: what each campaign's linear credit must be.
+    let linear = |campaign: &str| {
+        got.iter()
+            .filter(|((_, c, _, _, m), _)| c == campaign && m == "linear")
+            .map(|(_, v)| v.0)
+            .sum::<i64>()
+    };
+    assert_eq!(
+        [linear("X1"), linear("X2"), linear("X3")],
+        [333_333, 333_333, 333_334]
+    );
+    assert_eq!(linear("Oldest"), 0, "the (N+1)th click is not credited");
+    assert_eq!(
+        [linear("O1"), linear("O2"), linear("O3")],
+        [333_333, 333_333, 333_334]
+    );
+    assert_eq!([linear("TieA"), linear("TieB")], [0, 333_333]);
+    assert_eq!([linear("EdgeIn"), linear("EdgeOut")], [1_000_000, 0]);
+    let last_click = |campaign: &str| {
+        got.iter()
+            .filter(|((_, c, _, _, m), _)| c == campaign && m == "last_click")
+            .fold((0, 0), |acc, (_, v)| (acc.0 + v.0, acc.1 + v.1))
+    };
+    assert_eq!(last_click("O3"), (1_000_000, 6_000_000));
+}
+
+/// Several transform replicas split the work (per-tenant advisory locks for facts,
+/// `FOR UPDATE SKIP LOCKED` for attribution days) and still count every event once:
+/// three replicas run at the same time over three tenants' batches, and the facts and
+/// attribution equal what is computed independently from the raw events.
+#[sqlx::test(migrations = false)]
+async fn replicas_split_the_work_and_count_each_event_once(admin: PgPool) {
+    db::setup(&admin).await.unwrap();
+    let loader = beacon_e2e::role_pool(&admin, "beacon_loader");
+    let settings = Settings {
+        attribution_window_days: WINDOW_DAYS as i32,
+        chunk_events: 300,
+        ..Settings::default()
+    };
+    let now = OffsetDateTime::now_utc();
+    let tenants = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    let mut all = Vec::new();
+    for (i, tenant) in tenants.iter().enumerate() {
+        let events = generate_events(900 + i as u64, 3_000, 20, "EUR", now);
+        for batch in events.chunks(250) {
+            pipeline::loader::insert_batch(&loader, *tenant, batch)
+                .await
+                .unwrap();
+        }
+        all.push(events);
+    }
+    let replica = || beacon_e2e::role_pool(&admin, "beacon_transform");
+    let (r1, r2, r3) = (replica(), replica(), replica());
+    let (s1, s2, s3) = tokio::join!(
+        pipeline::transform::run_once_with(&r1, &settings),
+        pipeline::transform::run_once_with(&r2, &settings),
+        pipeline::transform::run_once_with(&r3, &settings),
+    );
+    let stats = [s1.unwrap(), s2.unwrap(), s3.unwrap()];
+    let processed: i64 = stats.iter().map(|s| s.events).sum();
+    assert_eq!(
+        processed, 9_000,
+        "every event aggregated by exactly one replica"
+    );
+    assert!(
+        stats.iter().filter(|s| s.events > 0).count() >= 2,
+        "the work was split: {stats:?}"
+    );
+
+    let mut owner = beacon_e2e::owner_connection(&admin).await;
+    let mismatched: i64 = sqlx::query_scalar(
+        "WITH expected AS (
+             SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, campaign, channel, currency,
+                    count(*) FILTER (WHERE event_type = 'impression') AS impressions,
+                    count(*) FILTER (WHERE event_type = 'click') AS clicks,
+                    count(*) FILTER (WHERE event_type = 'conversion') AS conversions,
+                    sum(cost_micros) AS spend, sum(revenue_micros) AS revenue
+             FROM raw.events GROUP BY 1, 2, 3, 4, 5
+         ), actual AS (
+             SELECT tenant_id, day, campaign, channel, currency, impressions, clicks, conversions,
+                    spend_micros AS spend, revenue_micros AS revenue
+             FROM output.daily_campaign_facts
+         )
+         SELECT count(*) FROM ((TABLE expected EXCEPT TABLE actual) UNION ALL (TABLE actual EXCEPT TABLE expected)) d",
+    )
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(mismatched, 0, "facts equal the raw events' totals");
+    for (tenant, events) in tenants.iter().zip(&all) {
+        assert_eq!(
+            actual_attribution(&mut owner, *tenant).await,
+            expected_attribution(events, 50)
+        );
+    }
 }

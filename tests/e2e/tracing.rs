@@ -117,15 +117,7 @@ async fn one_dashboard_request_is_one_trace_across_all_hops(admin: PgPool) {
     xtask::certs::generate(certs.path()).unwrap();
     let cert = |f: &str| certs.path().join(f).to_string_lossy().into_owned();
     let tenant = &xtask::seed::demo_tenants("trace-password")[0];
-    let mut owner = sqlx::Connection::connect_with(
-        &admin
-            .connect_options()
-            .as_ref()
-            .clone()
-            .username(db::MIGRATOR_ROLE),
-    )
-    .await
-    .unwrap();
+    let mut owner = beacon_e2e::owner_connection(&admin).await;
     xtask::seed::create_tenant(&mut owner, tenant)
         .await
         .unwrap();

@@ -47,18 +47,7 @@ fn totals(v: &Value) -> Expected {
 }
 
 async fn login_token(stack: &Stack, email: &str, password: &str) -> String {
-    let r = stack
-        .client
-        .post(format!("{}/v1/auth/token", stack.api_url))
-        .json(&serde_json::json!({ "grant_type": "password", "username": email, "password": password }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    beacon_e2e::password_token(&stack.client, &stack.api_url, email, password).await
 }
 
 fn cookie_of(response: &reqwest::Response, name: &str) -> Option<String> {

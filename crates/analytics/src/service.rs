@@ -53,9 +53,23 @@ pub(crate) struct Scope {
     pub currency: String,
 }
 
+/// The dates a range may name. Anything outside is refused before any date arithmetic
+/// (the previous period and the anomaly baseline lie before `from`): `time` panics on
+/// dates beyond ±9999 years, and no marketing data is that old.
+const EARLIEST: Date = time::macros::date!(1900 - 01 - 01);
+const LATEST: Date = time::macros::date!(9999 - 12 - 31);
+
 fn parse_date(field: &str, s: &str) -> Result<Date, Status> {
-    Date::parse(s, &Iso8601::DATE)
-        .map_err(|_| Status::invalid_argument(format!("{field} must be a date YYYY-MM-DD")))
+    let date = Date::parse(s, &Iso8601::DATE)
+        .map_err(|_| Status::invalid_argument(format!("{field} must be a date YYYY-MM-DD")))?;
+    if !(EARLIEST..=LATEST).contains(&date) {
+        return Err(Status::invalid_argument(format!(
+            "{field} must be between {} and {}",
+            format_date(EARLIEST),
+            format_date(LATEST)
+        )));
+    }
+    Ok(date)
 }
 
 /// An inclusive day range, bounded in length.
@@ -339,6 +353,12 @@ mod tests {
         assert!(parse_range(Some(&r("2020-01-01", "2026-01-31")), 731).is_err());
         assert!(parse_range(Some(&r("yesterday", "2026-01-31")), 731).is_err());
         assert!(parse_range(None, 731).is_err());
+        // Extended years parse as dates but are refused before any arithmetic.
+        for far in ["-009999-01-02", "+010000-01-01", "1899-12-31"] {
+            let e = parse_range(Some(&r(far, "2026-01-31")), 731).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{far}");
+        }
+        assert!(parse_range(Some(&r("1900-01-01", "1900-01-02")), 731).is_ok());
     }
 
     #[test]

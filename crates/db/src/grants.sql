@@ -17,9 +17,10 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA app, raw, output FROM beacon_analyst, beac
 GRANT USAGE ON SCHEMA raw TO beacon_analyst;
 GRANT USAGE ON SCHEMA output TO beacon_analyst;
 GRANT SELECT ON raw.events TO beacon_analyst;
+GRANT SELECT ON raw.batches TO beacon_analyst;
 GRANT SELECT, INSERT, UPDATE, DELETE ON output.daily_campaign_facts TO beacon_analyst;
 GRANT SELECT, INSERT, UPDATE, DELETE ON output.attribution TO beacon_analyst;
-GRANT SELECT ON output.transform_state TO beacon_analyst;
+GRANT SELECT ON output.attribution_work TO beacon_analyst;
 
 -- beacon_analytics
 GRANT USAGE ON SCHEMA output TO beacon_analytics;
@@ -43,6 +44,7 @@ GRANT INSERT ON raw.events TO beacon_loader;
 GRANT USAGE ON SCHEMA raw TO beacon_transform;
 GRANT USAGE ON SCHEMA output TO beacon_transform;
 GRANT SELECT ON raw.events TO beacon_transform;
+GRANT SELECT, DELETE ON raw.batches TO beacon_transform;
 GRANT SELECT, INSERT, UPDATE, DELETE ON output.daily_campaign_facts TO beacon_transform;
 GRANT SELECT, INSERT, UPDATE, DELETE ON output.attribution TO beacon_transform;
-GRANT SELECT, UPDATE ON output.transform_state TO beacon_transform;
+GRANT SELECT, INSERT, UPDATE, DELETE ON output.attribution_work TO beacon_transform;

@@ -29,7 +29,11 @@ $$;
 -- cannot log in. Component roles are not members of anything.
 GRANT beacon_owner TO beacon_migrator;
 ALTER ROLE beacon_migrator SET role = 'beacon_owner';
--- Sessions that hang idle in a transaction hold locks: cut them off.
+-- Session settings of the roles ([database.roles.*] settings in the model).
+ALTER ROLE beacon_analytics SET client_connection_check_interval = '1s';
+ALTER ROLE beacon_api SET client_connection_check_interval = '1s';
+ALTER ROLE beacon_loader SET client_connection_check_interval = '1s';
+ALTER ROLE beacon_transform SET client_connection_check_interval = '1s';
 ALTER ROLE beacon_analytics SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_api SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_loader SET idle_in_transaction_session_timeout = '10s';

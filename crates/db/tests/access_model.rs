@@ -19,7 +19,6 @@ async fn connect_as(admin: &PgPool, role: &str) -> PgConnection {
 async fn attempt(conn: &mut PgConnection, table: &str, privilege: &str) -> Result<(), String> {
     let first_column: &str = match table {
         "app.audit_log" => "actor",
-        "output.transform_state" => "watermark",
         "app.tenants" => "name",
         _ => "tenant_id",
     };

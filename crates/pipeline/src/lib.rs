@@ -15,7 +15,38 @@ pub mod transform;
 use std::time::Duration;
 
 use domain::Limits;
-use platform::config;
+use platform::{Shutdown, config};
+
+/// `pipeline ingest`: configuration from the environment, build, serve until `shutdown`.
+pub async fn run_ingest(shutdown: Shutdown) -> anyhow::Result<()> {
+    let config = ingest::Config::from_env()?;
+    ingest::App::build(config)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
+}
+
+/// `pipeline loader`: configuration from the environment, build, serve until `shutdown`.
+pub async fn run_loader(shutdown: Shutdown) -> anyhow::Result<()> {
+    let config = loader::Config::from_env()?;
+    loader::App::build(config)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
+}
+
+/// `pipeline transform`: the loop until `shutdown`, or one pass over what is pending
+/// (`once`, for Jobs and tests).
+pub async fn run_transform(shutdown: Shutdown, once: bool) -> anyhow::Result<()> {
+    let config = transform::Config::from_env()?;
+    if once {
+        transform::run_once_with(&config.db.pool(), &config.settings)
+            .await
+            .map(|_| ())
+    } else {
+        transform::run(config, shutdown).await
+    }
+}
 
 /// Batch limits, shared by ingest and loader so both enforce the same rules.
 pub fn limits_from_env() -> config::Result<Limits> {

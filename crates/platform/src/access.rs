@@ -145,9 +145,9 @@ pub struct Database {
 #[serde(deny_unknown_fields)]
 pub struct DbRole {
     pub login: bool,
-    /// `idle_in_transaction_session_timeout` of the role's sessions (e.g. `"10s"`).
+    /// Session settings of the role (`ALTER ROLE ... SET name = 'value'`).
     #[serde(default)]
-    pub idle_in_transaction_timeout: Option<String>,
+    pub settings: BTreeMap<String, String>,
     #[serde(default)]
     pub functions: Vec<String>,
     pub grants: BTreeMap<String, Vec<String>>,

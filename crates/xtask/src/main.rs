@@ -70,6 +70,8 @@ enum Bench {
     Api(xtask::bench::api::BenchApi),
     /// HTTP ingest → loader vs `psql \copy`, transform throughput, peak RSS.
     Ingest(xtask::bench::ingest::Options),
+    /// The abuse suite (tests/abuse) optimised: peak RSS, lag and lock-out figures beside their bounds.
+    Abuse,
 }
 
 #[tokio::main]
@@ -120,6 +122,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Bench {
             which: Bench::Ingest(options),
         } => xtask::bench::ingest::run(options).await,
+        Cmd::Bench {
+            which: Bench::Abuse,
+        } => xtask::bench::abuse::run(),
         Cmd::Secrets => {
             let dir = xtask::secrets::dev_overlay_dir();
             let wrote = xtask::secrets::generate(&dir)?;

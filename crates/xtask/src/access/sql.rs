@@ -89,18 +89,20 @@ ALTER ROLE {migrator} SET role = '{owner}';
         owner = db.owner,
         migrator = db.migrator
     );
-    let timeouts: Vec<_> = db
-        .roles
-        .iter()
-        .filter_map(|(name, r)| r.idle_in_transaction_timeout.as_ref().map(|t| (name, t)))
-        .collect();
-    if !timeouts.is_empty() {
-        out.push_str("-- Sessions that hang idle in a transaction hold locks: cut them off.\n");
-        for (name, timeout) in timeouts {
-            let _ = writeln!(
-                out,
-                "ALTER ROLE {name} SET idle_in_transaction_session_timeout = '{timeout}';"
-            );
+    // Per setting, every role that has it, in the order of the model's roles.
+    let mut names: Vec<&String> = db.roles.values().flat_map(|r| r.settings.keys()).collect();
+    names.sort_unstable();
+    names.dedup();
+    if !names.is_empty() {
+        out.push_str(
+            "-- Session settings of the roles ([database.roles.*] settings in the model).\n",
+        );
+    }
+    for name in names {
+        for (role, spec) in &db.roles {
+            if let Some(value) = spec.settings.get(name) {
+                let _ = writeln!(out, "ALTER ROLE {role} SET {name} = '{value}';");
+            }
         }
     }
     out

@@ -211,8 +211,7 @@ async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
         sqlx::raw_sql("ANALYZE raw.events")
             .execute(&mut owner)
             .await?;
-        // Transform waits for every older transaction on the cluster to end (its
-        // watermark is the oldest running transaction id), so run until all is in.
+        // One run takes every committed batch; loop in case a day was set aside.
         let t = Instant::now();
         let mut transform = platform::db::DbConfig::for_role(&migrator, "beacon_transform");
         transform.statement_timeout = Duration::from_secs(1800);
@@ -223,7 +222,11 @@ async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
                 t.elapsed() < Duration::from_secs(1800),
                 "transform did not catch up"
             );
-            let stats = pipeline::transform::run_once(&transform).await?;
+            let settings = pipeline::transform::Settings {
+                day_budget: Duration::from_secs(1800),
+                ..Default::default()
+            };
+            let stats = pipeline::transform::run_once_with(&transform, &settings).await?;
             if stats.events == 0 {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

@@ -271,7 +271,7 @@ async fn bench(opts: &Options, bin: &Path, pg: &Postgres) -> anyhow::Result<()> 
     for _ in 0..6_000 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM raw.events e, output.transform_state s WHERE e.loaded_xid >= s.watermark",
+            "SELECT (SELECT count(*) FROM raw.batches) + (SELECT count(*) FROM output.attribution_work)",
         )
         .fetch_one(&admin)
         .await?;

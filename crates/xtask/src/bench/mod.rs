@@ -2,6 +2,7 @@
 //! builds) and the local PostgreSQL. Each benchmark lives in its own module and prints
 //! a Markdown report to paste into docs/BENCHMARKS.md.
 
+pub mod abuse;
 pub mod analytics;
 pub mod api;
 pub mod ingest;
