@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1.7
-# One multi-stage build for every Beacon image. Build one with its target:
-#   docker build --target api -t beacon/api:dev .
-# Targets: pipeline, analytics, api, dashboard, db (the Kubernetes bootstrap/migrate Jobs).
+# One multi-stage build for every Beacon image. The images are [images] in
+# security/access-model.toml (generated into security/images.txt: image, package, binary);
+# build one with the one runtime stage and its binary:
+#   docker build --target service --build-arg BINARY=api -t beacon/api:dev .
+# The builder compiles every image's crate once; the Tiltfile loops over the same list.
 #
 # - cargo-chef caches the dependency build in its own layer: changing Beacon's code
 #   rebuilds only Beacon's crates. BuildKit cache mounts keep the registry between builds.
@@ -27,40 +29,26 @@ RUN cargo chef prepare --recipe-path recipe.json
 FROM chef AS builder
 ENV SQLX_OFFLINE=true \
     CARGO_TERM_COLOR=never
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY --from=planner /src/recipe.json recipe.json
+COPY security/images.txt images.txt
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
-    cargo chef cook --release --locked --recipe-path recipe.json \
-      -p pipeline -p analytics -p api -p dashboard -p db
+    grep -v '^#' images.txt | awk '{ print "-p " $2 }' \
+      | xargs cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
-    cargo build --release --locked --bins \
-      -p pipeline -p analytics -p api -p dashboard -p db \
+    grep -v '^#' images.txt | awk '{ print "-p " $2 }' \
+      | xargs cargo build --release --locked --bins \
  && mkdir -p /out \
- && cp target/release/pipeline target/release/analytics target/release/api \
-       target/release/dashboard target/release/beacon-db /out/
+ && grep -v '^#' images.txt | awk '{ print "target/release/" $3 }' | xargs cp -t /out/
 
-FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+# Every image: distroless, one binary at a fixed path, non-root.
+FROM gcr.io/distroless/cc-debian12:nonroot AS service
+# Without --build-arg BINARY the COPY fails, naming this placeholder.
+ARG BINARY=set-build-arg-BINARY
 USER 65532:65532
 WORKDIR /
-
-FROM runtime AS pipeline
-COPY --from=builder --chown=0:0 --chmod=0555 /out/pipeline /usr/local/bin/pipeline
-ENTRYPOINT ["/usr/local/bin/pipeline"]
-
-FROM runtime AS analytics
-COPY --from=builder --chown=0:0 --chmod=0555 /out/analytics /usr/local/bin/analytics
-ENTRYPOINT ["/usr/local/bin/analytics"]
-
-FROM runtime AS api
-COPY --from=builder --chown=0:0 --chmod=0555 /out/api /usr/local/bin/api
-ENTRYPOINT ["/usr/local/bin/api"]
-
-FROM runtime AS db
-COPY --from=builder --chown=0:0 --chmod=0555 /out/beacon-db /usr/local/bin/beacon-db
-ENTRYPOINT ["/usr/local/bin/beacon-db"]
-
-FROM runtime AS dashboard
-COPY --from=builder --chown=0:0 --chmod=0555 /out/dashboard /usr/local/bin/dashboard
-ENTRYPOINT ["/usr/local/bin/dashboard"]
+COPY --from=builder --chown=0:0 --chmod=0555 /out/${BINARY} /usr/local/bin/service
+ENTRYPOINT ["/usr/local/bin/service"]

@@ -6,7 +6,8 @@
 //! 1. [`bootstrap_roles`] as an administrator: cluster-wide roles, idempotent;
 //! 2. [`prepare_database`] as an administrator: who may connect, who may create schemas;
 //! 3. [`set_password`] for each login role, from a file (never in a migration);
-//! 4. [`migrate`] as `beacon_migrator`, whose objects belong to `beacon_owner`.
+//! 4. [`migrate`] as `beacon_migrator`, whose objects belong to `beacon_owner`; then
+//!    `grants.sql` (generated from the access model) gives each role exactly its grants.
 
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
 
@@ -15,22 +16,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Idempotent role creation (see `roles.sql`).
 pub const ROLES_SQL: &str = include_str!("roles.sql");
 
-pub const OWNER: &str = "beacon_owner";
-pub const MIGRATOR_ROLE: &str = "beacon_migrator";
-/// Roles that log in: the migrator and one per component.
-pub const LOGIN_ROLES: [&str; 5] = [
-    "beacon_migrator",
-    "beacon_api",
-    "beacon_loader",
-    "beacon_transform",
-    "beacon_analytics",
-];
-pub const COMPONENT_ROLES: [&str; 4] = [
-    "beacon_api",
-    "beacon_loader",
-    "beacon_transform",
-    "beacon_analytics",
-];
+/// Who may use the objects the migrations create, applied after them (see [`migrate`]).
+pub const GRANTS_SQL: &str = include_str!("grants.sql");
+
+// Role names, generated from the access model with roles.sql and grants.sql.
+#[rustfmt::skip]
+mod roles;
+pub use roles::{COMPONENT_ROLES, LOGIN_ROLES, MIGRATOR_ROLE, OWNER};
 
 /// Creates (or re-asserts the attributes of) every Beacon role. Safe to run concurrently
 /// from several test databases: a lost race on CREATE ROLE is retried.
@@ -94,7 +86,8 @@ pub async fn set_password(admin: &PgPool, role: &str, password: &str) -> anyhow:
     Ok(())
 }
 
-/// Runs pending migrations, connected as `beacon_migrator` (acting as `beacon_owner`).
+/// Runs pending migrations, connected as `beacon_migrator` (acting as `beacon_owner`),
+/// then applies [`GRANTS_SQL`]: the access model's grants, nothing else.
 pub async fn migrate(migrator: PgConnectOptions) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect_with(&migrator).await?;
     let role: String = sqlx::query_scalar("SELECT current_user::text")
@@ -109,6 +102,8 @@ pub async fn migrate(migrator: PgConnectOptions) -> anyhow::Result<()> {
         .execute(&mut conn)
         .await?;
     MIGRATOR.run(&mut conn).await?;
+    // Then exactly the access model's grants (one implicit transaction).
+    sqlx::raw_sql(GRANTS_SQL).execute(&mut conn).await?;
     conn.close().await?;
     Ok(())
 }

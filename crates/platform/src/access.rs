@@ -11,14 +11,25 @@ pub const MODEL_TOML: &str = include_str!("../../../security/access-model.toml")
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessModel {
+    /// The product's name: the `app.kubernetes.io/part-of` label of everything it runs
+    /// (models written before it existed were Beacon's).
+    #[serde(default = "beacon")]
+    pub product: String,
     pub trust_domain: String,
     pub personas: BTreeMap<String, Persona>,
     pub components: BTreeMap<String, Component>,
+    /// The product's own container images, by name (`<product>/<name>`).
+    #[serde(default)]
+    pub images: BTreeMap<String, Image>,
     pub flows: Vec<Flow>,
     pub grpc: BTreeMap<String, GrpcPolicy>,
     pub database: Database,
     pub api: Api,
     pub kubernetes: Kubernetes,
+}
+
+fn beacon() -> String {
+    "beacon".to_owned()
 }
 
 /// The public API's permission table: every route and what its caller needs.
@@ -89,6 +100,18 @@ pub struct Component {
     pub db_role: Option<String>,
     #[serde(default)]
     pub loopback_only: bool,
+    /// The product image this component runs from ([`AccessModel::images`]); none for
+    /// third-party software (PostgreSQL, the collector, Jaeger).
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+/// A container image built from the workspace: the crate and its binary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub package: String,
+    pub binary: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +145,9 @@ pub struct Database {
 #[serde(deny_unknown_fields)]
 pub struct DbRole {
     pub login: bool,
+    /// Session settings of the role (`ALTER ROLE ... SET name = 'value'`).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
     #[serde(default)]
     pub functions: Vec<String>,
     pub grants: BTreeMap<String, Vec<String>>,
@@ -216,6 +242,22 @@ impl AccessModel {
             }
         }
         for (name, c) in &self.components {
+            if let Some(image) = &c.image {
+                anyhow::ensure!(
+                    self.images.contains_key(image),
+                    "component {name} runs from unknown image {image}"
+                );
+            }
+        }
+        for image in self.images.keys() {
+            anyhow::ensure!(
+                self.components
+                    .values()
+                    .any(|c| c.image.as_ref() == Some(image)),
+                "image {image} runs no component"
+            );
+        }
+        for (name, c) in &self.components {
             anyhow::ensure!(
                 self.kubernetes.namespaces.contains(&c.namespace),
                 "component {name} is in {}, not a listed Kubernetes namespace",
@@ -299,6 +341,14 @@ impl AccessModel {
         out
     }
 
+    /// The pod (its `app.kubernetes.io/name`) that runs `component`: its own, unless it
+    /// is a container of a shared pod (`pod = ...`).
+    pub fn pod_of(&self, component: &str) -> Option<&str> {
+        self.components
+            .get_key_value(component)
+            .map(|(name, c)| c.pod.as_deref().unwrap_or(name))
+    }
+
     pub fn spiffe_id(&self, component: &str) -> Option<String> {
         self.components.get(component).map(|c| {
             format!(
@@ -306,6 +356,21 @@ impl AccessModel {
                 self.trust_domain, c.namespace, c.service_account
             )
         })
+    }
+
+    /// Components that hold a workload certificate: every gRPC server and its allowed
+    /// callers (mutual TLS).
+    pub fn mtls_components(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .grpc
+            .iter()
+            .flat_map(|(server, p)| {
+                std::iter::once(server.as_str()).chain(p.allowed_callers.iter().map(String::as_str))
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The SPIFFE ids allowed to call `server` over gRPC.

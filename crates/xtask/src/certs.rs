@@ -14,8 +14,19 @@ use time::{Duration, OffsetDateTime};
 
 const DEV_CA: &str = "Beacon development CA";
 
-/// Certificates for these components are generated (those that speak mTLS).
-pub const TLS_COMPONENTS: [&str; 3] = ["api", "analytics", "dashboard"];
+/// A valid workload of the same CA that speaks no mTLS in production: its certificate
+/// lets tests prove that a gRPC server refuses identities the model does not allow.
+pub const REFUSED_IDENTITY: &str = "dashboard";
+
+/// Certificates are generated for these components: those of the model that speak mTLS
+/// (gRPC servers and their allowed callers), and [`REFUSED_IDENTITY`].
+pub fn tls_components(model: &AccessModel) -> Vec<&str> {
+    let mut out = model.mtls_components();
+    if !out.contains(&REFUSED_IDENTITY) {
+        out.push(REFUSED_IDENTITY);
+    }
+    out
+}
 
 fn write(dir: &Path, name: &str, contents: &str) -> anyhow::Result<()> {
     let path = dir.join(name);
@@ -134,7 +145,7 @@ pub fn generate(dir: &Path) -> anyhow::Result<()> {
     // The CA key stays on the developer's machine; nothing deploys it.
     write(dir, "ca.key", &ca.key_pem())?;
     let now = OffsetDateTime::now_utc();
-    for component in TLS_COMPONENTS {
+    for component in tls_components(&model) {
         let id = model
             .spiffe_id(component)
             .context("component missing from the access model")?;

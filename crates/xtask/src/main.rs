@@ -21,8 +21,11 @@ enum Cmd {
     Migrate(xtask::up::LocalPg),
     /// Generate the development CA, workload certificates and token keys (into .dev/certs).
     Certs,
-    /// Regenerate docs/ACCESS.md from security/access-model.toml.
-    Access,
+    /// The layers generated from security/access-model.toml (default: render).
+    Access {
+        #[command(subcommand)]
+        action: Option<xtask::access::Action>,
+    },
     /// Fill the git-ignored k8s/overlays/dev/secrets/ (certificates, token keys, passwords)
     /// for the Kubernetes dev overlay. Existing files are kept.
     Secrets,
@@ -172,14 +175,6 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             println!("seeding demo tenants (password: {})", demo.trim());
             xtask::seed::seed_running(&mut owner, &api, &ingest, demo.trim()).await
         }
-        Cmd::Access => {
-            let path = xtask::up::workspace_root().join("docs/ACCESS.md");
-            std::fs::write(
-                &path,
-                xtask::access::render(&platform::access::AccessModel::load()),
-            )?;
-            println!("wrote {}", path.display());
-            Ok(())
-        }
+        Cmd::Access { action } => xtask::access::run(action.unwrap_or_default()),
     }
 }

@@ -622,20 +622,11 @@ async fn run(root: &Path, pg: &Postgres, shutdown: &Shutdown) -> anyhow::Result<
         );
     }
     println!("· building the services");
-    let bins = cargo_build(
-        root,
-        &[
-            "-p",
-            "pipeline",
-            "-p",
-            "analytics",
-            "-p",
-            "api",
-            "-p",
-            "dashboard",
-            "--bins",
-        ],
-    )?;
+    // The packages that have images, from the access model (one list of services).
+    let packages = crate::access::images::cargo_packages(&platform::access::AccessModel::load());
+    let mut args: Vec<&str> = packages.iter().map(String::as_str).collect();
+    args.push("--bins");
+    let bins = cargo_build(root, &args)?;
     let bin = |name: &str| {
         bins.get(name)
             .cloned()

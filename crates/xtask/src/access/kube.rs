@@ -1,0 +1,561 @@
+//! The Kubernetes layer: per namespace (`k8s/base/<namespace without the product
+//! prefix>/`) the NetworkPolicies of the model's flows, the workloads' ServiceAccounts
+//! and the persona Roles and RoleBindings; the Roles of personas granted the same in
+//! every namespace (SRE) in the namespace-baseline component (`k8s/components/`), which
+//! also holds the hand-written baseline (Namespace, quota, default deny, DNS); and the
+//! dev overlay's kubelet-probe allowance.
+//!
+//! YAML is written as text, not serialised, so that it reads like hand-written YAML
+//! and every rule says which flow of the model it carries.
+
+use std::fmt::Write as _;
+
+use platform::access::{AccessModel, Flow, KubeGrant, split_resource};
+
+use super::{Generated, header};
+
+const NAME: &str = "app.kubernetes.io/name";
+const INTERNET: &str = "internet";
+
+/// kind's nodes live on the docker network (docker's default pools are in 172.16.0.0/12;
+/// pods and Services use 10.x). The kubelet probes pods from there.
+const KIND_NODE_CIDR: &str = "172.16.0.0/12";
+
+pub fn files(model: &AccessModel) -> Vec<Generated> {
+    let mut out = Vec::new();
+    for ns in &model.kubernetes.namespaces {
+        let dir = format!("k8s/base/{}", base_dir(ns));
+        out.push(Generated::new(
+            format!("{dir}/networkpolicy.yaml"),
+            network_policies(model, ns),
+        ));
+        out.push(Generated::new(
+            format!("{dir}/serviceaccounts.yaml"),
+            service_accounts(model, ns),
+        ));
+        out.push(Generated::new(format!("{dir}/rbac.yaml"), rbac(model, ns)));
+    }
+    out.push(Generated::new(
+        "k8s/components/namespace-baseline/rbac.yaml",
+        baseline_rbac(model),
+    ));
+    out.push(Generated::new(
+        "k8s/overlays/dev/kubelet-probes.yaml",
+        kubelet_probes(model),
+    ));
+    out
+}
+
+/// `beacon-data` -> `data`: a namespace's base directory is its name without the
+/// product prefix.
+pub fn base_dir(namespace: &str) -> &str {
+    namespace
+        .split_once('-')
+        .map_or(namespace, |(_, rest)| rest)
+}
+
+/// `metadata:` with name, namespace (none in a component: the including base sets it)
+/// and labels.
+fn metadata(out: &mut String, model: &AccessModel, name: &str, ns: &str, app: Option<&str>) {
+    let _ = writeln!(out, "metadata:\n  name: {name}");
+    if !ns.is_empty() {
+        let _ = writeln!(out, "  namespace: {ns}");
+    }
+    let _ = writeln!(
+        out,
+        "  labels:\n    app.kubernetes.io/part-of: {}",
+        model.product
+    );
+    if let Some(app) = app {
+        let _ = writeln!(out, "    {NAME}: {app}");
+    }
+}
+
+/// The pods of namespace `ns` (their `app.kubernetes.io/name`), each once, sorted.
+fn pods_in<'a>(model: &'a AccessModel, ns: &str) -> Vec<&'a str> {
+    let mut pods: Vec<&str> = model
+        .components
+        .iter()
+        .filter(|(_, c)| c.namespace == ns)
+        .filter_map(|(name, _)| model.pod_of(name))
+        .collect();
+    pods.sort_unstable();
+    pods.dedup();
+    pods
+}
+
+/// Where a flow ends or starts, seen from a policy in namespace `here`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Peer {
+    /// Anything: the internet, and every pod.
+    Anywhere,
+    Pod {
+        ns: String,
+        pod: String,
+    },
+}
+
+impl Peer {
+    fn of(model: &AccessModel, component: &str) -> Self {
+        if component == INTERNET {
+            return Self::Anywhere;
+        }
+        Self::Pod {
+            ns: model.components[component].namespace.clone(),
+            pod: model.pod_of(component).unwrap_or(component).to_owned(),
+        }
+    }
+
+    /// The peer entry of a rule, indented for a list under `from:`/`to:`. A pod of the
+    /// policy's own namespace is named by its pod selector alone; any other by namespace
+    /// AND pod selector in one peer (two peers would mean OR).
+    fn yaml(&self, here: &str) -> String {
+        match self {
+            Self::Anywhere => String::new(),
+            Self::Pod { ns, pod } if ns == here => {
+                format!("    - podSelector:\n        matchLabels:\n          {NAME}: {pod}\n")
+            }
+            Self::Pod { ns, pod } => format!(
+                "    - namespaceSelector:\n        matchLabels:\n          kubernetes.io/metadata.name: {ns}\n      podSelector:\n        matchLabels:\n          {NAME}: {pod}\n"
+            ),
+        }
+    }
+}
+
+/// One rule of a policy: peers, ports, and the flows it carries (for the comment).
+struct Rule {
+    peers: Vec<Peer>,
+    ports: Vec<u16>,
+    flows: Vec<String>,
+}
+
+/// Flows grouped into rules: first one entry per peer with all of its ports, then peers
+/// with the same ports merged into one rule. Order follows the model's flows.
+fn rules(entries: Vec<(Peer, u16, String)>) -> Vec<Rule> {
+    let mut per_peer: Vec<Rule> = Vec::new();
+    for (peer, port, flow) in entries {
+        match per_peer.iter_mut().find(|r| r.peers[0] == peer) {
+            Some(rule) => {
+                if !rule.ports.contains(&port) {
+                    rule.ports.push(port);
+                }
+                rule.flows.push(flow);
+            }
+            None => per_peer.push(Rule {
+                peers: vec![peer],
+                ports: vec![port],
+                flows: vec![flow],
+            }),
+        }
+    }
+    // A port open to anywhere needs no narrower rule: its flows are noted on that rule.
+    if let Some(i) = per_peer.iter().position(|r| r.peers[0] == Peer::Anywhere) {
+        let open = per_peer[i].ports.clone();
+        let mut covered = Vec::new();
+        per_peer.retain(|r| {
+            let redundant =
+                r.peers[0] != Peer::Anywhere && r.ports.iter().all(|p| open.contains(p));
+            if redundant {
+                covered.extend(
+                    r.flows
+                        .iter()
+                        .map(|f| format!("{f} (open to anyone anyway)")),
+                );
+            }
+            !redundant
+        });
+        if let Some(anywhere) = per_peer.iter_mut().find(|r| r.peers[0] == Peer::Anywhere) {
+            anywhere.flows.extend(covered);
+        }
+    }
+    let mut merged: Vec<Rule> = Vec::new();
+    for rule in per_peer {
+        match merged
+            .iter_mut()
+            .find(|m| m.ports == rule.ports && !m.peers.contains(&Peer::Anywhere))
+        {
+            Some(m) if rule.peers[0] != Peer::Anywhere => {
+                m.peers.extend(rule.peers);
+                m.flows.extend(rule.flows);
+            }
+            _ => merged.push(rule),
+        }
+    }
+    merged
+}
+
+fn flow_comment(model: &AccessModel, f: &Flow) -> String {
+    let port = model.components[&f.to].ports[&f.port];
+    let mut s = format!("{} -> {} {} ({port})", f.from, f.to, f.port);
+    if let Some(auth) = &f.auth {
+        let _ = write!(s, ": {auth}");
+    }
+    s
+}
+
+fn write_rules(out: &mut String, key: &str, peers_key: &str, here: &str, rules: &[Rule]) {
+    if rules.is_empty() {
+        let _ = writeln!(out, "  {key}: []");
+        return;
+    }
+    let _ = writeln!(out, "  {key}:");
+    for rule in rules {
+        for flow in &rule.flows {
+            let _ = writeln!(out, "  # {flow}");
+        }
+        let peers: String = rule.peers.iter().map(|p| p.yaml(here)).collect();
+        let mut first = "  - ";
+        if !peers.is_empty() {
+            let _ = write!(out, "{first}{peers_key}:\n{peers}");
+            first = "    ";
+        }
+        let _ = writeln!(out, "{first}ports:");
+        for port in &rule.ports {
+            let _ = writeln!(out, "    - protocol: TCP\n      port: {port}");
+        }
+    }
+}
+
+/// A NetworkPolicy up to its rules, selecting the pods named `pod`.
+fn policy_head(
+    out: &mut String,
+    model: &AccessModel,
+    name: &str,
+    ns: &str,
+    pod: &str,
+    types: &[&str],
+) {
+    out.push_str("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n");
+    metadata(out, model, name, ns, None);
+    let _ = writeln!(
+        out,
+        "spec:\n  podSelector:\n    matchLabels:\n      {NAME}: {pod}\n  policyTypes:"
+    );
+    for t in types {
+        let _ = writeln!(out, "  - {t}");
+    }
+}
+
+/// A generated YAML file: the header, an introduction (comment lines), the documents.
+fn yaml_file(intro: &str, docs: &[String]) -> String {
+    let mut out = header("#");
+    out.push_str("#\n");
+    for line in intro.lines() {
+        let _ = writeln!(out, "# {line}");
+    }
+    out.push_str(&docs.join("\n---\n"));
+    out
+}
+
+fn network_policies(model: &AccessModel, ns: &str) -> String {
+    let mut docs = Vec::new();
+    for pod in pods_in(model, ns) {
+        let in_pod = |component: &str| {
+            component != INTERNET
+                && model.components[component].namespace == ns
+                && model.pod_of(component) == Some(pod)
+        };
+        // Loopback flows inside the pod never touch the network.
+        let network = |f: &&Flow| !(in_pod(&f.from) && in_pod(&f.to));
+        // (peer, port, comment) of every network flow into (ingress) or out of the pod.
+        let entries = |ingress: bool| -> Vec<(Peer, u16, String)> {
+            model
+                .flows
+                .iter()
+                .filter(|f| in_pod(if ingress { &f.to } else { &f.from }))
+                .filter(network)
+                .map(|f| {
+                    let peer = if ingress { &f.from } else { &f.to };
+                    (
+                        Peer::of(model, peer),
+                        model.components[&f.to].ports[&f.port],
+                        flow_comment(model, f),
+                    )
+                })
+                .collect()
+        };
+        let mut doc = String::new();
+        policy_head(&mut doc, model, pod, ns, pod, &["Ingress", "Egress"]);
+        write_rules(&mut doc, "ingress", "from", ns, &rules(entries(true)));
+        write_rules(&mut doc, "egress", "to", ns, &rules(entries(false)));
+        docs.push(doc);
+    }
+    yaml_file(
+        &format!(
+            "{ns}: per pod, exactly the model's [[flows]] (flows between containers of one pod use
+loopback and need no rule). Default deny and DNS come from the namespace-baseline
+component. tests/k8s and network-config-analyzer (k8s/nca) check the rendered result."
+        ),
+        &docs,
+    )
+}
+
+fn service_accounts(model: &AccessModel, ns: &str) -> String {
+    let mut accounts: Vec<&str> = model
+        .components
+        .values()
+        .filter(|c| c.namespace == ns)
+        .map(|c| c.service_account.as_str())
+        .collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    let docs: Vec<String> = accounts
+        .iter()
+        .map(|sa| {
+            let mut doc = String::from("apiVersion: v1\nkind: ServiceAccount\n");
+            metadata(&mut doc, model, sa, ns, Some(sa));
+            doc.push_str("automountServiceAccountToken: false\n");
+            doc
+        })
+        .collect();
+    yaml_file(
+        &format!(
+            "One ServiceAccount per workload identity of {ns} (spiffe://{}/ns/{ns}/sa/<name>),
+with no API token: no {} workload talks to the Kubernetes API.",
+            model.trust_domain, model.product
+        ),
+        &docs,
+    )
+}
+
+/// `beacon:product-developers` -> `product-developers`.
+pub fn role_name(group: &str) -> &str {
+    group.rsplit(':').next().unwrap_or(group)
+}
+
+/// Personas granted exactly the same in every namespace (SRE): their Roles belong to
+/// the namespace-baseline component, written once.
+fn baseline_personas(model: &AccessModel) -> Vec<&str> {
+    let every = |namespaces: &[String]| {
+        model
+            .kubernetes
+            .namespaces
+            .iter()
+            .all(|n| namespaces.contains(n))
+    };
+    model
+        .personas
+        .iter()
+        .filter(|(name, p)| {
+            let mut grants = model
+                .kubernetes
+                .grants
+                .iter()
+                .filter(|g| &g.persona == *name);
+            p.group.is_some()
+                && grants.clone().next().is_some()
+                && grants.all(|g| every(&g.namespaces))
+        })
+        .map(|(name, _)| name.as_str())
+        .collect()
+}
+
+/// The Role and RoleBinding of `persona` in `ns` ("" in the component), from `grants`.
+fn persona_role(model: &AccessModel, persona: &str, ns: &str, grants: &[&KubeGrant]) -> String {
+    let group = model.personas[persona].group.as_deref().unwrap_or(persona);
+    let role = role_name(group);
+    let mut out = String::from("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n");
+    metadata(&mut out, model, role, ns, None);
+    out.push_str("rules:\n");
+    for g in grants {
+        // One rule per API group, in the order the grant names them.
+        let mut by_group: Vec<(&str, Vec<&str>)> = Vec::new();
+        for r in &g.resources {
+            let (api_group, resource) = split_resource(r);
+            match by_group.iter_mut().find(|(ag, _)| *ag == api_group) {
+                Some((_, list)) => list.push(resource),
+                None => by_group.push((api_group, vec![resource])),
+            }
+        }
+        for (api_group, resources) in by_group {
+            let quoted = if api_group.is_empty() {
+                "''"
+            } else {
+                api_group
+            };
+            let _ = writeln!(out, "- apiGroups:\n  - {quoted}\n  resources:");
+            for r in resources {
+                let _ = writeln!(out, "  - {r}");
+            }
+            out.push_str("  verbs:\n");
+            for v in &g.verbs {
+                let _ = writeln!(out, "  - {v}");
+            }
+        }
+    }
+    out.push_str("\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n");
+    metadata(&mut out, model, role, ns, None);
+    let _ = write!(
+        out,
+        "subjects:
+- kind: Group
+  apiGroup: rbac.authorization.k8s.io
+  name: {group}
+roleRef:
+  kind: Role
+  apiGroup: rbac.authorization.k8s.io
+  name: {role}
+"
+    );
+    out
+}
+
+const RBAC_INTRO: &str =
+    "From [kubernetes] in the model: namespaced only, no wildcards, no Secrets, exec and
+port-forward for SRE only. tests/k8s recomputes each group's permissions from the
+rendered Roles and bindings and compares them with the model.";
+
+/// The Roles of the personas that are not in the baseline, in namespace `ns`.
+fn rbac(model: &AccessModel, ns: &str) -> String {
+    let baseline = baseline_personas(model);
+    let docs: Vec<String> = model
+        .personas
+        .iter()
+        .filter(|(name, p)| p.group.is_some() && !baseline.contains(&name.as_str()))
+        .filter_map(|(name, _)| {
+            let grants: Vec<&KubeGrant> = model
+                .kubernetes
+                .grants
+                .iter()
+                .filter(|g| &g.persona == name && g.namespaces.iter().any(|n| n == ns))
+                .collect();
+            (!grants.is_empty()).then(|| persona_role(model, name, ns, &grants))
+        })
+        .collect();
+    let intro = format!(
+        "The persona groups' Roles in {ns} (those granted the same everywhere are in the
+namespace-baseline component).
+{RBAC_INTRO}"
+    );
+    yaml_file(&intro, &docs)
+}
+
+/// The Roles of the personas granted the same in every namespace, for the component.
+fn baseline_rbac(model: &AccessModel) -> String {
+    let docs: Vec<String> = baseline_personas(model)
+        .into_iter()
+        .map(|name| {
+            let grants: Vec<&KubeGrant> = model
+                .kubernetes
+                .grants
+                .iter()
+                .filter(|g| g.persona == name)
+                .collect();
+            persona_role(model, name, "", &grants)
+        })
+        .collect();
+    let intro = format!(
+        "The Roles of the persona groups granted the same in every namespace, part of every
+namespace's baseline.
+{RBAC_INTRO}"
+    );
+    yaml_file(&intro, &docs)
+}
+
+fn kubelet_probes(model: &AccessModel) -> String {
+    let mut docs = Vec::new();
+    for ns in &model.kubernetes.namespaces {
+        for pod in pods_in(model, ns) {
+            let ports: Vec<u16> = model
+                .components
+                .iter()
+                .filter(|(name, c)| c.namespace == *ns && model.pod_of(name) == Some(pod))
+                .filter_map(|(_, c)| c.ports.get("admin").copied())
+                .collect();
+            if ports.is_empty() {
+                continue;
+            }
+            let mut doc = String::new();
+            let name = format!("kubelet-probes-{pod}");
+            policy_head(&mut doc, model, &name, ns, pod, &["Ingress"]);
+            let _ = writeln!(
+                doc,
+                "  ingress:
+  - from:
+    - ipBlock:
+        cidr: {KIND_NODE_CIDR}
+    ports:"
+            );
+            for port in ports {
+                let _ = writeln!(doc, "    - protocol: TCP\n      port: {port}");
+            }
+            docs.push(doc);
+        }
+    }
+    yaml_file(
+        &format!(
+            "DEV ONLY. kind >= 0.24 enforces NetworkPolicy with kube-network-policies, and a default
+deny has been reported to block kubelet probes there (kind issue 3875): the kubelet
+probes from the node's address, which on kind is on the docker network (docker's
+default pools lie in {KIND_NODE_CIDR}; pods and Services use 10.x). This opens the
+ADMIN (probe) port of each pod, and nothing else, to the node addresses. tests/k8s
+checks that this is the only extra flow in dev and that prod has none."
+        ),
+        &docs,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The baseline is written once: every namespace's base includes the component and
+    /// copies none of it.
+    #[test]
+    fn every_namespace_uses_the_baseline_component() {
+        let model = AccessModel::load();
+        let root = crate::up::workspace_root();
+        for ns in &model.kubernetes.namespaces {
+            let dir = root.join("k8s/base").join(base_dir(ns));
+            let k = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+            assert!(k.contains(&format!("\nnamespace: {ns}\n")), "{ns}: {k}");
+            assert!(
+                k.contains("- ../../components/namespace-baseline\n"),
+                "{ns}: {k}"
+            );
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap();
+                for copied in [
+                    "kind: Namespace\n",
+                    "kind: LimitRange\n",
+                    "name: default-deny\n",
+                    "name: allow-dns\n",
+                ] {
+                    assert!(
+                        !text.contains(copied),
+                        "{} copies the baseline ({copied})",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn names_follow_the_conventions() {
+        assert_eq!(base_dir("beacon-data"), "data");
+        assert_eq!(role_name("beacon:product-developers"), "product-developers");
+    }
+
+    #[test]
+    fn same_ports_share_a_rule_and_loopback_needs_none() {
+        let model = AccessModel::load();
+        let data = network_policies(&model, "beacon-data");
+        // Six clients of PostgreSQL on one port: one rule with six peers.
+        let postgres = data
+            .split("---")
+            .find(|d| d.contains("  name: postgres\n  namespace"))
+            .unwrap();
+        assert_eq!(postgres.matches("- protocol: TCP").count(), 1, "{postgres}");
+        assert_eq!(
+            postgres
+                .matches("podSelector:\n        matchLabels")
+                .count(),
+            6
+        );
+        let pipeline = network_policies(&model, "beacon-pipeline");
+        assert!(!pipeline.contains("port: 8083"), "loader is loopback only");
+        assert!(!pipeline.contains("# ingest -> loader"));
+    }
+}
