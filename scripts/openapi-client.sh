@@ -38,8 +38,7 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
 
 # shellcheck source=scripts/lib/api-stack.sh
 source scripts/lib/api-stack.sh
-api_stack_start
-trap finish EXIT # api_stack_start set its own; finish stops the stack too
+api_stack_start # finish (the EXIT trap) stops it
 api=$(api_stack_field api_url)
 
 cd "$harness"

@@ -8,7 +8,7 @@
 #   api_stack_start                  # builds, starts, waits; stops on EXIT
 #   api=$(api_stack_field api_url)   # a field of the JSON line (see tests/bin/api_stack.rs)
 #
-# A script that sets its own EXIT trap after api_stack_start calls api_stack_stop from it.
+# A script with an EXIT trap of its own calls api_stack_stop from it.
 
 API_STACK_WAIT_SECONDS=${API_STACK_WAIT_SECONDS:-300}
 
@@ -29,7 +29,8 @@ for line in sys.stdin:
     "$bin" <"$API_STACK_DIR/stdin" >"$API_STACK_DIR/info.json" 2>"$API_STACK_DIR/stack.log" &
     API_STACK_PID=$!
     exec {API_STACK_FD}>"$API_STACK_DIR/stdin" # the stack runs until this is closed
-    trap api_stack_stop EXIT
+    # Stop it on exit, unless the script has an EXIT trap of its own that does.
+    [ -n "$(trap -p EXIT)" ] || trap api_stack_stop EXIT
 
     local _
     for _ in $(seq 1 "$API_STACK_WAIT_SECONDS"); do
