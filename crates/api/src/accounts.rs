@@ -78,7 +78,7 @@ pub struct UserList {
 }
 
 /// Users of the caller's tenant.
-#[utoipa::path(get, path = "/v1/users", tag = "users", params(PageQuery),
+#[utoipa::path(get, path = "/v1/users", operation_id = "listUsers", tag = "users", params(PageQuery),
     responses((status = 200, body = UserList), Errors))]
 pub async fn list_users(
     State(state): State<AppState>,
@@ -103,7 +103,7 @@ pub async fn list_users(
 }
 
 /// One user of the caller's tenant.
-#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/users/{id}", operation_id = "getUser", tag = "users", params(("id" = Uuid, Path)),
     responses((status = 200, body = User), Errors))]
 pub async fn get_user(
     State(state): State<AppState>,
@@ -153,7 +153,7 @@ fn email(value: &str) -> Result<Email, Problem> {
 }
 
 /// Invite a user: creates the account with a random initial password, shown once.
-#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser,
+#[utoipa::path(post, path = "/v1/users", operation_id = "createUser", tag = "users", request_body = NewUser,
     responses((status = 201, body = CreatedUser), Errors))]
 pub async fn create_user(
     State(state): State<AppState>,
@@ -230,7 +230,7 @@ pub struct UserChange {
 
 /// Change a user's role or disable/enable them. Takes effect at their next token
 /// exchange (tokens are short-lived). Admins cannot demote or disable themselves.
-#[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
+#[utoipa::path(patch, path = "/v1/users/{id}", operation_id = "updateUser", tag = "users", params(("id" = Uuid, Path)),
     request_body = UserChange, responses((status = 200, body = User), Errors))]
 pub async fn update_user(
     State(state): State<AppState>,
@@ -362,7 +362,7 @@ pub struct KeyList {
 }
 
 /// API keys of the caller's tenant, optionally by prefix. Secrets are never shown again.
-#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(KeyQuery),
+#[utoipa::path(get, path = "/v1/api-keys", operation_id = "listApiKeys", tag = "api-keys", params(KeyQuery),
     responses((status = 200, body = KeyList), Errors))]
 pub async fn list_keys(
     State(state): State<AppState>,
@@ -400,7 +400,7 @@ pub async fn list_keys(
 }
 
 /// One API key of the caller's tenant.
-#[utoipa::path(get, path = "/v1/api-keys/{id}", tag = "api-keys", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/api-keys/{id}", operation_id = "getApiKey", tag = "api-keys", params(("id" = Uuid, Path)),
     responses((status = 200, body = ApiKey), Errors))]
 pub async fn get_key(
     State(state): State<AppState>,
@@ -439,7 +439,7 @@ pub struct CreatedKey {
 }
 
 /// Create an API key; its secret is in this answer and nowhere else, ever.
-#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = NewKey,
+#[utoipa::path(post, path = "/v1/api-keys", operation_id = "createApiKey", tag = "api-keys", request_body = NewKey,
     responses((status = 201, body = CreatedKey), Errors))]
 pub async fn create_key(
     State(state): State<AppState>,
@@ -502,7 +502,7 @@ pub async fn create_key(
 
 /// Revoke an API key. The next token exchange with it fails; tokens already issued
 /// expire on their own (minutes).
-#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys", params(("id" = Uuid, Path)),
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", operation_id = "revokeApiKey", tag = "api-keys", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Revoked (or already revoked)"), Errors))]
 pub async fn revoke_key(
     State(state): State<AppState>,

@@ -313,7 +313,7 @@ async fn key_grant(
 
 /// Issue an access token: password grant (users) or client-credentials grant (API keys).
 /// An unknown user and a wrong password get the same answer after the same work.
-#[utoipa::path(post, path = "/v1/auth/token", tag = "auth", request_body = TokenRequest,
+#[utoipa::path(post, path = "/v1/auth/token", operation_id = "issueToken", tag = "auth", request_body = TokenRequest,
     responses((status = 200, body = TokenResponse), TokenErrors))]
 pub async fn token(
     State(state): State<AppState>,

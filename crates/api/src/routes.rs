@@ -309,7 +309,7 @@ fn openapi_text() -> &'static str {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+#[utoipa::path(get, path = "/v1/openapi.json", operation_id = "getOpenApiDocument", tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object), Errors))]
 pub async fn openapi_json() -> Response {
     (
@@ -579,6 +579,81 @@ mod tests {
             doc["paths"]["/v1/users"]["get"]["security"][0]["bearer"][0],
             "tenant:admin"
         );
+    }
+
+    /// What is wrong with the operation ids of an OpenAPI document: every operation
+    /// needs one, in lowerCamelCase with a verb and a noun (`listCampaigns`; utoipa's
+    /// default, the handler's snake_case function name, does not qualify), and no two
+    /// operations may share one (client generators name their methods after them).
+    fn operation_id_problems(doc: &serde_json::Value) -> Vec<String> {
+        const METHODS: [&str; 8] = [
+            "get", "put", "post", "delete", "options", "head", "patch", "trace",
+        ];
+        let mut problems = Vec::new();
+        let mut seen = std::collections::BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if !METHODS.contains(&method.as_str()) {
+                    continue;
+                }
+                let at = format!("{} {path}", method.to_uppercase());
+                let Some(id) = op["operationId"].as_str() else {
+                    problems.push(format!("{at}: no operationId"));
+                    continue;
+                };
+                let camel = id.starts_with(|c: char| c.is_ascii_lowercase())
+                    && id.chars().all(|c| c.is_ascii_alphanumeric())
+                    && id.chars().any(|c| c.is_ascii_uppercase());
+                if !camel {
+                    problems.push(format!(
+                        "{at}: operationId {id:?} is not lowerCamelCase verb + noun (set operation_id in its #[utoipa::path])"
+                    ));
+                }
+                if let Some(other) = seen.insert(id.to_owned(), at.clone()) {
+                    problems.push(format!("{at}: operationId {id:?} is also {other}'s"));
+                }
+            }
+        }
+        problems
+    }
+
+    #[test]
+    fn every_operation_has_a_unique_meaningful_operation_id() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let problems = operation_id_problems(&doc);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert_eq!(
+            doc["paths"]["/v1/campaigns"]["get"]["operationId"],
+            "listCampaigns"
+        );
+        assert_eq!(
+            doc["paths"]["/v1/audit-log"]["get"]["operationId"],
+            "listAuditLog"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_or_missing_operation_id_is_detected() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let mut twice = doc.clone();
+        twice["paths"]["/v1/audit-log"]["get"]["operationId"] = "listCampaigns".into();
+        let problems = operation_id_problems(&twice);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("GET /v1/audit-log") && problems[0].contains("GET /v1/campaigns")
+        );
+        let mut missing = doc.clone();
+        missing["paths"]["/v1/overview"]["get"]
+            .as_object_mut()
+            .unwrap()
+            .remove("operationId");
+        assert_eq!(
+            operation_id_problems(&missing),
+            ["GET /v1/overview: no operationId"]
+        );
+        let mut default = doc;
+        default["paths"]["/v1/users"]["get"]["operationId"] = "list_users".into();
+        assert_eq!(operation_id_problems(&default).len(), 1);
     }
 
     #[test]
