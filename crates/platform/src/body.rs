@@ -193,7 +193,7 @@ pub async fn read_body(
         if len > max_sent {
             return Err(too_large(gzip, max_sent));
         }
-        let wanted = sent.capacity().saturating_mul(2).min(ceiling).max(len);
+        let wanted = grown(sent.capacity()).min(ceiling).max(len);
         if let Err(busy) = grow_to(&mut sent, wanted, lease).await {
             // Answering before the body is read makes the client's write fail and
             // hides the 503. Hold nothing, read the rest (bounded) and discard it.
@@ -212,6 +212,12 @@ pub async fn read_body(
     drop(sent);
     lease.resize(given_back).await?;
     Ok(decoded)
+}
+
+/// The next capacity of a growing buffer: half as much again (doubling would leave up
+/// to half of a large buffer paid for and unused).
+fn grown(capacity: usize) -> usize {
+    capacity.saturating_add(capacity / 2).max(STEP)
 }
 
 /// Reads and discards at most `max` more bytes of a body.
@@ -249,9 +255,7 @@ async fn gunzip(sent: &[u8], max: usize, lease: &mut Lease) -> Result<Vec<u8>, P
         // One byte past the limit is enough to know the body is too large.
         let step = STEP.min(max + 1 - len);
         if out.capacity() - len < step {
-            let wanted = (len + step)
-                .max(out.capacity().saturating_mul(2))
-                .min(max + 1);
+            let wanted = (len + step).max(grown(out.capacity())).min(max + 1);
             grow_to(&mut out, wanted, lease).await?;
         }
         out.resize(len + step, 0);
