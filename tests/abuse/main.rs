@@ -5,3 +5,4 @@
 //! `BEACON_ABUSE_REPORT` set, recorded for `cargo xtask bench abuse`.
 
 mod idle;
+mod ingest;
