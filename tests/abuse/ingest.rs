@@ -15,7 +15,7 @@ use xtask::seed::{DemoTenant, demo_tenants, generate_events};
 
 const MIB: usize = 1 << 20;
 /// The production default of `BEACON_MAX_DECODED_BODY_BYTES`.
-const MAX_DECODED: usize = 32 * MIB;
+const MAX_DECODED: usize = 16 * MIB;
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -189,7 +189,16 @@ fn hostile_bodies() -> Vec<Hostile> {
     let just_under = MAX_DECODED - 64 * 1024;
     let deep_line = format!("{}{}\n", "[".repeat(4000), "]".repeat(4000));
     let wide_row = format!("{}\n", ",".repeat(4000));
-    let too_many_bytes = domain::to_ndjson(&fat_events(7, 10_000, 2_100));
+    // CSV is smaller than its canonical NDJSON (no keys): within the decoded limit
+    // as sent, over the canonical limit once parsed.
+    let over_canonical = fat_events(7, 10_000, 1_750);
+    let too_many_bytes = domain::to_csv(&over_canonical);
+    assert!(
+        too_many_bytes.len() < MAX_DECODED,
+        "{}",
+        too_many_bytes.len()
+    );
+    assert!(domain::to_ndjson(&over_canonical).len() > 16 * MIB);
     let too_many_events = domain::to_ndjson(&generate_events(
         8,
         10_001,
@@ -200,6 +209,14 @@ fn hostile_bodies() -> Vec<Hostile> {
     vec![
         Hostile {
             scenario: "csv: 32 KB gzip of commas",
+            content_type: "text/csv",
+            gzipped: true,
+            body: gzip(&vec![b','; 32 * MIB]),
+            status: 413,
+            names: "decoded_body_bytes",
+        },
+        Hostile {
+            scenario: "csv: gzip of commas just under the decoded limit",
             content_type: "text/csv",
             gzipped: true,
             body: gzip(&vec![b','; just_under]),
@@ -246,16 +263,16 @@ fn hostile_bodies() -> Vec<Hostile> {
             names: "line longer than 8192 bytes",
         },
         Hostile {
-            scenario: "ndjson: 4000 lines nested 4000 deep",
+            scenario: "ndjson: 2000 lines nested 4000 deep",
             content_type: "application/x-ndjson",
             gzipped: true,
-            body: gzip(deep_line.repeat(4000).as_bytes()),
+            body: gzip(deep_line.repeat(2000).as_bytes()),
             status: 400,
             names: "JSON nested deeper than 8 levels",
         },
         Hostile {
-            scenario: "ndjson: valid events, canonical batch over its limit",
-            content_type: "application/x-ndjson",
+            scenario: "csv: valid events, canonical batch over its limit",
+            content_type: "text/csv",
             gzipped: true,
             body: gzip(too_many_bytes.as_bytes()),
             status: 413,
@@ -348,13 +365,16 @@ async fn concurrent_max_size_bodies_stay_within_the_budget(admin: PgPool) {
     for t in tenants() {
         tokens.push(stack.tenant(&t).await.unwrap());
     }
-    // Hostile, gzip: 9,999 fat valid events (~21 MiB decoded, parsed until the
-    // canonical batch passes its 16 MiB limit: 413), then one bad line. Hostile,
-    // plain: just under the 8 MiB body limit, the bad line last (400 after parsing).
-    // Valid: 5,000 fat events (~7.5 MiB canonical) per client, stored. Every body is
-    // ready before the first is sent, so they arrive together.
+    // Hostile, gzip: fat valid events just under the decoded limit (parsed in full),
+    // then one bad line (400). Hostile, plain: just under the 8 MiB body limit, the
+    // bad line last. Valid: 5,000 fat events (~7.5 MiB canonical) per client, stored.
+    // Every body is ready before the first is sent, so they arrive together.
     let bad_line = "{\"event_id\":\"bad\"}\n";
-    let zipped = gzip((domain::to_ndjson(&fat_events(11, 9_999, 2_100)) + bad_line).as_bytes());
+    let mut events = fat_events(11, 9_999, 1_700);
+    while domain::to_ndjson(&events).len() + bad_line.len() > MAX_DECODED - 64 * 1024 {
+        events.truncate(events.len() - 100);
+    }
+    let zipped = gzip((domain::to_ndjson(&events) + bad_line).as_bytes());
     let plain = domain::to_ndjson(&fat_events(13, 3_400, 2_300)) + bad_line;
     assert!(plain.len() < 8 * MIB, "{}", plain.len());
     let mut bodies: Vec<(String, bool, bool, Vec<u8>)> = Vec::new();

@@ -58,8 +58,8 @@ impl Config {
             },
             limits: limits_from_env()?,
             loader_timeout: config::millis("BEACON_LOADER_TIMEOUT_MS", 20_000)?,
-            max_decoded_bytes: config::or("BEACON_MAX_DECODED_BODY_BYTES", 32 * 1024 * 1024)?,
-            memory_budget_bytes: config::or("BEACON_INGEST_MEMORY_BUDGET_BYTES", 48 * 1024 * 1024)?,
+            max_decoded_bytes: config::or("BEACON_MAX_DECODED_BODY_BYTES", 16 * 1024 * 1024)?,
+            memory_budget_bytes: config::or("BEACON_INGEST_MEMORY_BUDGET_BYTES", 32 * 1024 * 1024)?,
             budget_wait: config::millis("BEACON_INGEST_BUDGET_WAIT_MS", 2_000)?,
             rate_per_second: config::or("BEACON_RATE_LIMIT_PER_SEC", 20.0)?,
             rate_burst: config::or("BEACON_RATE_LIMIT_BURST", 40)?,
@@ -187,8 +187,10 @@ async fn post_events(
     })?;
     drop(body);
     tracing::Span::current().record("events", events.len());
-    let batch = domain::to_ndjson(&events);
+    let mut batch = domain::to_ndjson(&events);
     drop(events);
+    // Exactly its size, so a batch within the limits always fits the budget.
+    batch.shrink_to_fit();
     lease.resize(batch.capacity()).await?;
     let mut forward = platform::telemetry::current_context_headers();
     if let Some(auth) = headers.get(header::AUTHORIZATION) {

@@ -146,3 +146,33 @@ pub fn batch_problem(e: &domain::BatchError) -> platform::http::Problem {
 pub(crate) fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
+
+#[cfg(test)]
+mod tests {
+    use domain::BatchError;
+
+    use super::*;
+
+    #[test]
+    fn too_large_is_413_naming_the_limit_and_invalid_is_400() {
+        let p = batch_problem(&BatchError::TooLarge { max_bytes: 7 });
+        assert_eq!(p.status, 413);
+        assert_eq!(
+            p.errors.as_deref(),
+            Some(&serde_json::json!({ "limit": "batch_bytes", "max": 7 }))
+        );
+        let p = batch_problem(&BatchError::TooManyEvents { max: 3 });
+        assert_eq!((p.status, p.kind), (413, "batch-too-large"));
+        assert_eq!(batch_problem(&BatchError::Empty).status, 400);
+        // Every limit a check can name has its variable.
+        for (field, var) in LIMIT_VARS {
+            assert_eq!(limit_var(field), var);
+        }
+        let broken = Limits {
+            max_fields: 3,
+            ..Limits::default()
+        };
+        let (field, _) = broken.check().unwrap_err();
+        assert_eq!(limit_var(field), "BEACON_MAX_FIELDS_PER_LINE");
+    }
+}
