@@ -6,5 +6,6 @@
 
 mod analytics;
 mod idle;
+mod ingest;
 mod login;
 mod transform;

@@ -316,10 +316,7 @@ async fn bad_input_is_refused_and_nothing_is_half_written(admin: PgPool) {
             listen: "0.0.0.0:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
             db: stack.db("beacon_loader"),
-            http: platform::http::HttpLimits {
-                body_bytes: 1024,
-                request_timeout: std::time::Duration::from_secs(1),
-            },
+            request_timeout: std::time::Duration::from_secs(1),
             limits: domain::Limits::default(),
         },
         std::sync::Arc::new(

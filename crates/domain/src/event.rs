@@ -75,12 +75,30 @@ pub struct Event {
     pub utm_content: Option<String>,
 }
 
-/// Explicit limits for a batch. All are configurable per deployment.
+/// Explicit limits for a batch. All are configurable per deployment (see
+/// `pipeline::limits_from_env`); ingest and loader read the same ones, so a batch
+/// ingest accepts is one the loader accepts.
+///
+/// Every limit on the *shape* of input (line bytes, fields per line, JSON nesting) is
+/// checked by a scan over the whole body before any record is parsed, so memory spent
+/// on a hostile body is bounded by these numbers, not by the body.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_events: usize,
     pub max_string_len: usize,
+    /// The longest line (a CSV record, which may span lines when quoted) in bytes as
+    /// sent, excluding its line terminator.
     pub max_line_bytes: usize,
+    /// The most fields on one line: CSV cells (header included), or members of an
+    /// NDJSON object.
+    pub max_fields: usize,
+    /// The deepest nesting of JSON arrays and objects on one NDJSON line (an event
+    /// object is depth 1).
+    pub max_depth: usize,
+    /// The largest batch as canonical NDJSON: what ingest forwards and the loader's
+    /// body limit. A larger batch is [`BatchError::TooLarge`].
+    pub max_batch_bytes: usize,
+    /// The most errors reported (and ever held in memory) for one batch.
     pub max_errors: usize,
     pub max_past: Duration,
     pub max_future: Duration,
@@ -94,11 +112,50 @@ impl Default for Limits {
             max_events: 10_000,
             max_string_len: 256,
             max_line_bytes: 8 * 1024,
+            max_fields: 32,
+            max_depth: 8,
+            max_batch_bytes: 16 * 1024 * 1024,
             max_errors: 20,
             max_past: Duration::days(400),
             max_future: Duration::minutes(10),
             max_money_micros: 1_000_000_000 * 1_000_000,
         }
+    }
+}
+
+impl Limits {
+    /// Whether these limits can work together: each problem names the limit (field
+    /// name) and why. A deployment with such limits would refuse valid batches.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let min_line = 512;
+        if self.max_events == 0 {
+            return Err(("max_events", "must be at least 1".into()));
+        }
+        if self.max_errors == 0 {
+            return Err(("max_errors", "must be at least 1".into()));
+        }
+        if self.max_fields < FIELDS.len() {
+            return Err((
+                "max_fields",
+                format!("must be at least {} (one per field)", FIELDS.len()),
+            ));
+        }
+        if self.max_depth == 0 {
+            return Err(("max_depth", "must be at least 1 (the event object)".into()));
+        }
+        if self.max_line_bytes < min_line {
+            return Err(("max_line_bytes", format!("must be at least {min_line}")));
+        }
+        if self.max_batch_bytes <= self.max_line_bytes {
+            return Err((
+                "max_batch_bytes",
+                format!(
+                    "must be larger than max_line_bytes ({})",
+                    self.max_line_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -121,6 +178,9 @@ pub enum BatchError {
     Empty,
     #[error("the batch has more than {max} events")]
     TooManyEvents { max: usize },
+    /// The batch as canonical NDJSON is larger than [`Limits::max_batch_bytes`].
+    #[error("the batch is larger than {max_bytes} bytes as canonical NDJSON")]
+    TooLarge { max_bytes: usize },
     #[error("{} invalid line(s)", errors.len())]
     Invalid {
         errors: Vec<FieldError>,
@@ -271,12 +331,63 @@ impl LineCheck<'_> {
 }
 
 fn line_error(line: usize, message: String) -> Vec<FieldError> {
-    vec![FieldError {
-        line,
-        column: None,
-        field: None,
-        message,
-    }]
+    vec![FieldError::of_line(line, message)]
+}
+
+impl FieldError {
+    /// An error about a whole line rather than one field.
+    pub(crate) fn of_line(line: usize, message: String) -> Self {
+        Self {
+            line,
+            column: None,
+            field: None,
+            message,
+        }
+    }
+}
+
+/// The errors of one batch, capped while they are collected: it never holds more than
+/// `max_errors`, however many the input would produce.
+pub(crate) struct ErrorList {
+    errors: Vec<FieldError>,
+    cap: usize,
+    truncated: bool,
+}
+
+impl ErrorList {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        Self {
+            errors: Vec::new(),
+            cap: limits.max_errors.max(1),
+            truncated: false,
+        }
+    }
+
+    /// Keeps `error` if there is room; `false` (and the list is marked truncated) when
+    /// the cap was reached, which is the caller's cue to stop looking.
+    pub(crate) fn push(&mut self, error: FieldError) -> bool {
+        if self.errors.len() >= self.cap {
+            self.truncated = true;
+            return false;
+        }
+        self.errors.push(error);
+        true
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// `Ok` when nothing was collected, else the batch error carrying them.
+    pub(crate) fn into_result(self) -> Result<(), BatchError> {
+        if self.errors.is_empty() {
+            return Ok(());
+        }
+        Err(BatchError::Invalid {
+            errors: self.errors,
+            truncated: self.truncated,
+        })
+    }
 }
 
 /// The one set of rules for an event, whatever format it came in.
@@ -449,6 +560,24 @@ impl Event {
         serde_json::to_string(&self.wire(&self.occurred_at_text())).unwrap_or_default()
     }
 
+    /// The length of [`Event::to_json_line`], without building it.
+    fn json_line_len(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        let at = self.occurred_at_text();
+        let _ = serde_json::to_writer(&mut count, &self.wire(&at));
+        count.0
+    }
+
     fn occurred_at_text(&self) -> String {
         self.occurred_at.format(&Rfc3339).unwrap_or_default()
     }
@@ -479,13 +608,15 @@ fn strip_position(msg: &str) -> String {
     msg.replace(" at line 1 column", " at column")
 }
 
-/// Collects parsed lines into an all-or-nothing batch: the event limit, the error cap
-/// and the rule that an `event_id` appears once per batch, for every format.
+/// Collects parsed lines into an all-or-nothing batch: the event limit, the size of
+/// the canonical batch, the error cap and the rule that an `event_id` appears once per
+/// batch, for every format.
 struct BatchBuilder<'l> {
     limits: &'l Limits,
     events: Vec<Event>,
-    errors: Vec<FieldError>,
-    truncated: bool,
+    errors: ErrorList,
+    /// Bytes of the batch as canonical NDJSON so far (lines and newlines).
+    canonical_bytes: usize,
     seen: std::collections::HashSet<String>,
 }
 
@@ -494,15 +625,15 @@ impl<'l> BatchBuilder<'l> {
         Self {
             limits,
             events: Vec::new(),
-            errors: Vec::new(),
-            truncated: false,
+            errors: ErrorList::new(limits),
+            canonical_bytes: 0,
             seen: std::collections::HashSet::new(),
         }
     }
 
     /// Room for one more line? `Err` when the batch is over its event limit.
     fn admit(&self) -> Result<(), BatchError> {
-        if self.events.len() + self.errors.len() >= self.limits.max_events {
+        if self.events.len() + self.errors.errors.len() >= self.limits.max_events {
             return Err(BatchError::TooManyEvents {
                 max: self.limits.max_events,
             });
@@ -510,43 +641,53 @@ impl<'l> BatchBuilder<'l> {
         Ok(())
     }
 
-    /// Adds one line's outcome; returns `false` once the error cap is reached.
+    /// Adds one line's outcome; `Ok(false)` once the error cap is reached, `Err` when
+    /// the canonical batch outgrows [`Limits::max_batch_bytes`].
     fn push(
         &mut self,
         line: usize,
         column: Option<usize>,
         parsed: Result<Event, Vec<FieldError>>,
-    ) -> bool {
-        match parsed {
-            Ok(event) => {
-                if !self.seen.insert(event.event_id.clone()) {
-                    self.errors.push(FieldError {
-                        line,
-                        column,
-                        field: Some("event_id".into()),
-                        message: "repeated within this batch".into(),
-                    });
-                } else if self.errors.is_empty() {
-                    self.events.push(event);
-                }
+    ) -> Result<bool, BatchError> {
+        let event = match parsed {
+            Ok(event) => event,
+            Err(errors) => return Ok(errors.into_iter().all(|e| self.errors.push(e))),
+        };
+        // The loader re-parses what ingest sends with these same limits: an event
+        // whose canonical line it would refuse is refused here, naming the line.
+        let len = event.json_line_len();
+        self.canonical_bytes += len + 1;
+        if self.canonical_bytes > self.limits.max_batch_bytes {
+            return Err(BatchError::TooLarge {
+                max_bytes: self.limits.max_batch_bytes,
+            });
+        }
+        let error = if !self.seen.insert(event.event_id.clone()) {
+            FieldError {
+                line,
+                column,
+                field: Some("event_id".into()),
+                message: "repeated within this batch".into(),
             }
-            Err(mut e) => self.errors.append(&mut e),
-        }
-        if self.errors.len() > self.limits.max_errors {
-            self.errors.truncate(self.limits.max_errors);
-            self.truncated = true;
-            return false;
-        }
-        true
+        } else if len > self.limits.max_line_bytes {
+            FieldError::of_line(
+                line,
+                format!(
+                    "longer than {} bytes once written as canonical NDJSON",
+                    self.limits.max_line_bytes
+                ),
+            )
+        } else {
+            if self.errors.is_empty() {
+                self.events.push(event);
+            }
+            return Ok(true);
+        };
+        Ok(self.errors.push(error))
     }
 
     fn finish(self) -> Result<Vec<Event>, BatchError> {
-        if !self.errors.is_empty() {
-            return Err(BatchError::Invalid {
-                errors: self.errors,
-                truncated: self.truncated,
-            });
-        }
+        self.errors.into_result()?;
         if self.events.is_empty() {
             return Err(BatchError::Empty);
         }
@@ -555,12 +696,14 @@ impl<'l> BatchBuilder<'l> {
 }
 
 /// Parses an NDJSON batch: one event per non-blank line, all or nothing. Also rejects
-/// an `event_id` repeated within the batch.
+/// an `event_id` repeated within the batch. The body's shape is scanned first
+/// ([`crate::scan::ndjson`]).
 pub fn parse_ndjson(
     body: &[u8],
     limits: &Limits,
     now: OffsetDateTime,
 ) -> Result<Vec<Event>, BatchError> {
+    crate::scan::ndjson(body, limits)?;
     let mut batch = BatchBuilder::new(limits);
     for (i, line) in body.split(|b| *b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -568,7 +711,7 @@ pub fn parse_ndjson(
             continue;
         }
         batch.admit()?;
-        if !batch.push(i + 1, None, Event::parse(i + 1, line, limits, now)) {
+        if !batch.push(i + 1, None, Event::parse(i + 1, line, limits, now))? {
             break;
         }
     }
@@ -577,13 +720,17 @@ pub fn parse_ndjson(
 
 /// Parses a CSV batch (RFC 4180, comma-separated, a header row naming the columns in
 /// any order, see [`FIELDS`]), all or nothing, with exactly the rules of
-/// [`parse_ndjson`]. An empty cell is an absent optional field. Errors name the line,
-/// the column (1-based) and the field.
+/// [`parse_ndjson`]. An empty cell is an absent optional field; quoted cells may hold
+/// commas, quotes and newlines. Errors name the line, the column (1-based) and the
+/// field. The body's shape is scanned first ([`crate::scan::csv`]), so the CSV reader
+/// never holds a record longer than [`Limits::max_line_bytes`] or wider than
+/// [`Limits::max_fields`].
 pub fn parse_csv(
     body: &[u8],
     limits: &Limits,
     now: OffsetDateTime,
 ) -> Result<Vec<Event>, BatchError> {
+    crate::scan::csv(body, limits)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -613,7 +760,7 @@ pub fn parse_csv(
                     line,
                     None,
                     Err(line_error(line, format!("malformed CSV: {e}"))),
-                );
+                )?;
                 break;
             }
         }
@@ -623,7 +770,7 @@ pub fn parse_csv(
         }
         batch.admit()?;
         let parsed = csv_record(line, &record, header.len(), &columns, limits, now);
-        if !batch.push(line, column_of(&columns, "event_id"), parsed) {
+        if !batch.push(line, column_of(&columns, "event_id"), parsed)? {
             break;
         }
     }
@@ -640,66 +787,55 @@ fn csv_columns(
     limits: &Limits,
 ) -> Result<Vec<(&'static str, usize)>, BatchError> {
     let mut columns = Vec::new();
-    let mut errors = Vec::new();
-    let fail =
-        |errors: &mut Vec<FieldError>, column: usize, field: Option<String>, message: String| {
-            errors.push(FieldError {
-                line: 1,
-                column: Some(column),
-                field,
-                message,
-            });
-        };
+    let mut errors = ErrorList::new(limits);
+    let error = |column: Option<usize>, field: Option<&str>, message: String| FieldError {
+        line: 1,
+        column,
+        field: field.map(str::to_owned),
+        message,
+    };
     for (i, cell) in header.iter().enumerate() {
         let column = i + 1;
         let name = std::str::from_utf8(cell).unwrap_or("").trim();
-        if TENANT_FIELDS.contains(&name) {
-            fail(
-                &mut errors,
-                column,
-                Some(name.to_owned()),
-                TENANT_MESSAGE.into(),
-            );
+        let problem = if TENANT_FIELDS.contains(&name) {
+            error(Some(column), Some(name), TENANT_MESSAGE.into())
         } else if let Some(field) = FIELDS.iter().find(|f| **f == name) {
-            if column_of(&columns, field).is_some() {
-                fail(
-                    &mut errors,
-                    column,
-                    Some(name.to_owned()),
-                    "column repeated in the header".into(),
-                );
-            } else {
+            if column_of(&columns, field).is_none() {
                 columns.push((*field, column));
+                continue;
             }
+            error(
+                Some(column),
+                Some(name),
+                "column repeated in the header".into(),
+            )
         } else {
             let shown: String = String::from_utf8_lossy(cell).chars().take(64).collect();
-            fail(
-                &mut errors,
-                column,
+            error(
+                Some(column),
                 None,
                 format!(
                     "unknown column {shown:?}; expected one of {}",
                     FIELDS.join(", ")
                 ),
-            );
+            )
+        };
+        if !errors.push(problem) {
+            break;
         }
     }
     for field in REQUIRED {
-        if column_of(&columns, field).is_none() {
-            errors.push(FieldError {
-                line: 1,
-                column: None,
-                field: Some(field.to_owned()),
-                message: "required column missing from the header".into(),
-            });
+        if column_of(&columns, field).is_none()
+            && !errors.push(error(
+                None,
+                Some(field),
+                "required column missing from the header".into(),
+            ))
+        {
+            break;
         }
     }
-    if errors.is_empty() {
-        return Ok(columns);
-    }
-    let truncated = errors.len() > limits.max_errors;
-    errors.truncate(limits.max_errors.max(1));
-    Err(BatchError::Invalid { errors, truncated })
+    errors.into_result().map(|()| columns)
 }
 
 fn csv_record(
@@ -710,12 +846,6 @@ fn csv_record(
     limits: &Limits,
     now: OffsetDateTime,
 ) -> Result<Event, Vec<FieldError>> {
-    if record.as_slice().len() > limits.max_line_bytes {
-        return Err(line_error(
-            line,
-            format!("line longer than {} bytes", limits.max_line_bytes),
-        ));
-    }
     if record.len() != width {
         return Err(line_error(
             line,
@@ -1069,8 +1199,138 @@ mod tests {
             Err(BatchError::Invalid { errors, .. }) => {
                 !errors.is_empty() && errors.iter().all(|e| e.line >= 1 && !e.message.is_empty())
             }
-            Err(BatchError::Empty | BatchError::TooManyEvents { .. }) => true,
+            Err(
+                BatchError::Empty | BatchError::TooManyEvents { .. } | BatchError::TooLarge { .. },
+            ) => true,
         }
+    }
+
+    fn capped(result: &Result<Vec<Event>, BatchError>, limits: &Limits) -> bool {
+        match result {
+            Err(BatchError::Invalid { errors, .. }) => errors.len() <= limits.max_errors,
+            _ => true,
+        }
+    }
+
+    #[test]
+    fn header_errors_are_capped_while_collected() {
+        // Wide enough to pass the scan: the cap, not the scan, bounds the list.
+        let limits = Limits {
+            max_fields: 200_000,
+            max_line_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let header = vec!["colour"; 100_000].join(",");
+        let BatchError::Invalid { errors, truncated } =
+            parse_csv(header.as_bytes(), &limits, NOW).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(errors.len(), limits.max_errors);
+        assert!(truncated);
+        assert_eq!(errors.last().unwrap().column, Some(20));
+        // Exactly at the cap: nothing was dropped, so not truncated.
+        let few = Limits {
+            max_errors: 7,
+            ..Limits::default()
+        };
+        // Six unknown columns and the missing currency: seven errors, all kept.
+        let header = "event_id,type,occurred_at,campaign,channel,a,b,c,d,e,f\n";
+        let BatchError::Invalid { errors, truncated } =
+            parse_csv(header.as_bytes(), &few, NOW).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!((errors.len(), truncated), (7, false));
+    }
+
+    #[test]
+    fn line_errors_are_capped_while_collected() {
+        let limits = Limits {
+            max_errors: 3,
+            ..Limits::default()
+        };
+        // Each line has seven wrong fields: the list stops at three, mid-line.
+        let bad = r#"{"event_id":"","type":"x","occurred_at":"x","campaign":"","channel":"X","currency":"x","cost_micros":-1}"#;
+        let body = format!("{bad}\n").repeat(50);
+        let BatchError::Invalid { errors, truncated } =
+            parse_ndjson(body.as_bytes(), &limits, NOW).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(errors.len(), 3);
+        assert!(truncated);
+        assert!(errors.iter().all(|e| e.line == 1));
+    }
+
+    #[test]
+    fn the_canonical_batch_is_bounded() {
+        let events: Vec<Event> = (0..100)
+            .map(|i| {
+                let mut e =
+                    parse_ndjson(line("").as_bytes(), &Limits::default(), NOW).unwrap()[0].clone();
+                e.event_id = format!("e{i}");
+                e
+            })
+            .collect();
+        let body = to_ndjson(&events);
+        let exact = Limits {
+            max_batch_bytes: body.len(),
+            ..Limits::default()
+        };
+        assert_eq!(parse_ndjson(body.as_bytes(), &exact, NOW).unwrap(), events);
+        assert_eq!(
+            parse_csv(to_csv(&events).as_bytes(), &exact, NOW).unwrap(),
+            events
+        );
+        let one_less = Limits {
+            max_batch_bytes: body.len() - 1,
+            ..Limits::default()
+        };
+        for parsed in [
+            parse_ndjson(body.as_bytes(), &one_less, NOW),
+            parse_csv(to_csv(&events).as_bytes(), &one_less, NOW),
+        ] {
+            assert_eq!(
+                parsed.unwrap_err(),
+                BatchError::TooLarge {
+                    max_bytes: body.len() - 1
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_the_loader_would_refuse_is_refused_here() {
+        // CSV backslashes double in JSON: a CSV line within the limit whose canonical
+        // line is not would pass ingest and fail at the loader.
+        let limits = Limits {
+            max_line_bytes: 600,
+            ..Limits::default()
+        };
+        let slashes = "\\".repeat(250);
+        let body = csv_body(&[&format!(
+            "e1,click,2026-06-15T10:00:00Z,{slashes},search,EUR,1,,u1"
+        )]);
+        assert!(body.lines().all(|l| l.len() <= 600));
+        let BatchError::Invalid { errors, .. } =
+            parse_csv(body.as_bytes(), &limits, NOW).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(errors[0].line, 2);
+        assert!(errors[0].message.contains("canonical"), "{:?}", errors[0]);
+        assert!(limits.check().is_ok());
+        assert_eq!(
+            Limits {
+                max_fields: 13,
+                ..limits
+            }
+            .check()
+            .unwrap_err()
+            .0,
+            "max_fields"
+        );
     }
 
     proptest! {
@@ -1078,6 +1338,20 @@ mod tests {
         fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
             prop_assert!(is_clear(&parse_ndjson(&body, &Limits::default(), NOW)));
             prop_assert!(is_clear(&parse_csv(&body, &Limits::default(), NOW)));
+        }
+
+        /// Whatever the body, the error list never holds more than the cap.
+        #[test]
+        fn error_lists_never_exceed_the_cap(
+            rows in proptest::collection::vec("[a-z0-9,\"\r\n:{}\\[\\]TZ. -]{0,60}", 0..60),
+            max_errors in 1usize..6,
+        ) {
+            let limits = Limits { max_errors, max_line_bytes: 512, max_fields: 14, ..Limits::default() };
+            let mut body = FIELDS.join(",");
+            for r in rows { body.push('\n'); body.push_str(&r); }
+            prop_assert!(capped(&parse_csv(body.as_bytes(), &limits, NOW), &limits));
+            prop_assert!(capped(&parse_ndjson(body.as_bytes(), &limits, NOW), &limits));
+            prop_assert!(capped(&parse_csv(&body.as_bytes()[FIELDS.join(",").len()..], &limits, NOW), &limits));
         }
 
         /// Bytes that look like CSV (a valid header, then noise with commas, quotes and

@@ -4,6 +4,7 @@
 //! are [`parse_ndjson`], [`parse_csv`] and [`Event::parse`], which enforce every rule and limit.
 
 pub mod event;
+mod scan;
 
 pub use event::{
     BatchError, Currency, Event, EventType, FIELDS, FieldError, Limits, parse_csv, parse_ndjson,

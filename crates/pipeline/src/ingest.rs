@@ -4,7 +4,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    body::Bytes,
+    body::Body,
     extract::{FromRef, FromRequestParts, State},
     http::{HeaderMap, StatusCode, header, request::Parts},
     routing::post,
@@ -13,6 +13,7 @@ use domain::Limits;
 use platform::{
     admin::Check,
     auth::{Bearer, Claims, TokenVerifier, scope},
+    body::{BodyLimits, ByteBudget},
     config,
     http::{HttpLimits, HttpService, Problem},
     ratelimit::RateLimiter,
@@ -32,6 +33,11 @@ pub struct Config {
     pub loader_timeout: Duration,
     /// The largest body after `Content-Encoding: gzip` is undone (gzip bombs).
     pub max_decoded_bytes: usize,
+    /// Bytes all in-flight requests together may hold: bodies as sent and decoded,
+    /// then the batches being forwarded. Must fit one request of each maximum.
+    pub memory_budget_bytes: usize,
+    /// How long a request waits for the budget before it is answered 503.
+    pub budget_wait: Duration,
     /// Per-tenant requests per second (0 disables) and burst.
     pub rate_per_second: f64,
     pub rate_burst: u32,
@@ -52,7 +58,9 @@ impl Config {
             },
             limits: limits_from_env()?,
             loader_timeout: config::millis("BEACON_LOADER_TIMEOUT_MS", 20_000)?,
-            max_decoded_bytes: config::or("BEACON_MAX_DECODED_BODY_BYTES", 32 * 1024 * 1024)?,
+            max_decoded_bytes: config::or("BEACON_MAX_DECODED_BODY_BYTES", 16 * 1024 * 1024)?,
+            memory_budget_bytes: config::or("BEACON_INGEST_MEMORY_BUDGET_BYTES", 32 * 1024 * 1024)?,
+            budget_wait: config::millis("BEACON_INGEST_BUDGET_WAIT_MS", 2_000)?,
             rate_per_second: config::or("BEACON_RATE_LIMIT_PER_SEC", 20.0)?,
             rate_burst: config::or("BEACON_RATE_LIMIT_BURST", 40)?,
         })
@@ -65,7 +73,8 @@ struct AppState {
     loader: reqwest::Client,
     batches_url: String,
     limits: Limits,
-    max_decoded_bytes: usize,
+    body_limits: BodyLimits,
+    budget: ByteBudget,
     limiter: Arc<RateLimiter<Uuid>>,
 }
 
@@ -92,6 +101,20 @@ pub fn router(config: &Config, verifier: Arc<TokenVerifier>) -> anyhow::Result<R
         "BEACON_LOADER_URL must be an http:// loopback address (the loader is a sidecar), got {}",
         config.loader_url
     );
+    let body_limits = BodyLimits {
+        max_sent: config.http.body_bytes,
+        max_decoded: config.max_decoded_bytes,
+    };
+    // One request of every maximum must fit, or it could never be served.
+    let one_request =
+        (body_limits.max_sent + body_limits.max_decoded + 1).max(config.limits.max_batch_bytes);
+    anyhow::ensure!(
+        config.memory_budget_bytes >= one_request,
+        "BEACON_INGEST_MEMORY_BUDGET_BYTES ({}) must hold one request of every maximum: \
+         BEACON_MAX_BODY_BYTES + BEACON_MAX_DECODED_BODY_BYTES + 1, and \
+         BEACON_MAX_BATCH_BYTES ({one_request} bytes)",
+        config.memory_budget_bytes
+    );
     let loader = reqwest::Client::builder()
         .timeout(config.loader_timeout)
         .no_proxy()
@@ -101,7 +124,8 @@ pub fn router(config: &Config, verifier: Arc<TokenVerifier>) -> anyhow::Result<R
         loader,
         batches_url: format!("{}/v1/batches", config.loader_url.trim_end_matches('/')),
         limits: config.limits,
-        max_decoded_bytes: config.max_decoded_bytes,
+        body_limits,
+        budget: ByteBudget::new(config.memory_budget_bytes, config.budget_wait),
         limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
     };
     let router = Router::new()
@@ -135,7 +159,7 @@ async fn post_events(
     State(state): State<AppState>,
     Writer(claims): Writer,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<BatchOutcome>, Problem> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -153,12 +177,21 @@ async fn post_events(
         )
         .detail(format!("send {NDJSON} or {CSV} (with a header row)")));
     };
-    let body = platform::http::decode_body(&headers, body, state.max_decoded_bytes)?;
+    // Every buffer below is paid for from the process-wide budget before it grows:
+    // the body as sent and decoded, then the canonical batch until the loader answers.
+    let mut lease = state.budget.lease();
+    let body = platform::body::read_body(&headers, body, state.body_limits, &mut lease).await?;
     let events = parse(&body, &state.limits, time::OffsetDateTime::now_utc()).map_err(|e| {
         metrics::counter!("ingest_batches_rejected_total").increment(1);
         batch_problem(&e)
     })?;
+    drop(body);
     tracing::Span::current().record("events", events.len());
+    let mut batch = domain::to_ndjson(&events);
+    drop(events);
+    // Exactly its size, so a batch within the limits always fits the budget.
+    batch.shrink_to_fit();
+    lease.resize(batch.capacity()).await?;
     let mut forward = platform::telemetry::current_context_headers();
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         forward.insert(header::AUTHORIZATION, auth.clone());
@@ -168,12 +201,12 @@ async fn post_events(
         .loader
         .post(&state.batches_url)
         .headers(forward)
-        .body(domain::to_ndjson(&events))
+        .body(batch)
         .send()
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "loader unreachable");
-            Problem::unavailable().detail("the batch was not stored; retry it")
+            loader_unavailable()
         })?;
     let status = response.status();
     if status.is_success() {
@@ -181,6 +214,7 @@ async fn post_events(
             tracing::error!(error = %e, "bad loader answer");
             Problem::unavailable()
                 .detail("the batch may not be stored; retry it (re-sent events are deduplicated)")
+                .retry_after(1)
         })?;
         metrics::counter!("ingest_events_accepted_total").increment(outcome.accepted);
         metrics::counter!("ingest_events_duplicate_total").increment(outcome.duplicates);
@@ -194,8 +228,20 @@ async fn post_events(
             "invalid-batch",
             "Invalid event batch",
         ),
-        _ => Problem::unavailable().detail("the batch was not stored; retry it"),
+        // Cannot happen while both read the same limits; if it does, retrying the
+        // same batch cannot help, so the client must not be told to.
+        StatusCode::PAYLOAD_TOO_LARGE => batch_problem(&domain::BatchError::TooLarge {
+            max_bytes: state.limits.max_batch_bytes,
+        }),
+        _ => loader_unavailable(),
     })
+}
+
+/// 503 when the loader failed: transient, so the client is told when to retry.
+fn loader_unavailable() -> Problem {
+    Problem::unavailable()
+        .detail("the batch was not stored; retry it")
+        .retry_after(1)
 }
 
 /// Builds the bound ingest service.

@@ -48,24 +48,52 @@ pub async fn run_transform(shutdown: Shutdown, once: bool) -> anyhow::Result<()>
     }
 }
 
-/// Batch limits, shared by ingest and loader so both enforce the same rules.
+/// Each batch limit with the variable that sets it.
+const LIMIT_VARS: [(&str, &str); 9] = [
+    ("max_events", "BEACON_MAX_EVENTS_PER_BATCH"),
+    ("max_string_len", "BEACON_MAX_STRING_LEN"),
+    ("max_line_bytes", "BEACON_MAX_LINE_BYTES"),
+    ("max_fields", "BEACON_MAX_FIELDS_PER_LINE"),
+    ("max_depth", "BEACON_MAX_JSON_DEPTH"),
+    ("max_batch_bytes", "BEACON_MAX_BATCH_BYTES"),
+    ("max_errors", "BEACON_MAX_ERRORS_REPORTED"),
+    ("max_past", "BEACON_MAX_EVENT_AGE_DAYS"),
+    ("max_future", "BEACON_MAX_EVENT_FUTURE_MINUTES"),
+];
+
+fn limit_var(field: &str) -> &'static str {
+    LIMIT_VARS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or("BEACON_MAX_*", |(_, var)| var)
+}
+
+/// Batch limits, the one place ingest and loader take them from, so both enforce the
+/// same rules: a batch ingest accepts is within the loader's limits, its body limit
+/// included ([`Limits::max_batch_bytes`]). Limits that cannot work together are a
+/// start-up error naming the variable.
 pub fn limits_from_env() -> config::Result<Limits> {
     let d = Limits::default();
-    Ok(Limits {
-        max_events: config::or("BEACON_MAX_EVENTS_PER_BATCH", d.max_events)?,
-        max_string_len: config::or("BEACON_MAX_STRING_LEN", d.max_string_len)?,
-        max_line_bytes: config::or("BEACON_MAX_LINE_BYTES", d.max_line_bytes)?,
-        max_errors: config::or("BEACON_MAX_ERRORS_REPORTED", d.max_errors)?,
-        max_past: time::Duration::days(config::or(
-            "BEACON_MAX_EVENT_AGE_DAYS",
-            d.max_past.whole_days(),
-        )?),
+    let var = limit_var;
+    let limits = Limits {
+        max_events: config::or(var("max_events"), d.max_events)?,
+        max_string_len: config::or(var("max_string_len"), d.max_string_len)?,
+        max_line_bytes: config::or(var("max_line_bytes"), d.max_line_bytes)?,
+        max_fields: config::or(var("max_fields"), d.max_fields)?,
+        max_depth: config::or(var("max_depth"), d.max_depth)?,
+        max_batch_bytes: config::or(var("max_batch_bytes"), d.max_batch_bytes)?,
+        max_errors: config::or(var("max_errors"), d.max_errors)?,
+        max_past: time::Duration::days(config::or(var("max_past"), d.max_past.whole_days())?),
         max_future: time::Duration::minutes(config::or(
-            "BEACON_MAX_EVENT_FUTURE_MINUTES",
+            var("max_future"),
             d.max_future.whole_minutes(),
         )?),
         max_money_micros: d.max_money_micros,
-    })
+    };
+    limits
+        .check()
+        .map_err(|(field, reason)| config::ConfigError::new(limit_var(field), reason))?;
+    Ok(limits)
 }
 
 /// The answer of ingest and loader to an accepted batch.
@@ -80,24 +108,71 @@ pub struct BatchOutcome {
 pub const NDJSON: &str = "application/x-ndjson";
 pub const CSV: &str = "text/csv";
 
-/// Turns a batch parse failure into a 400 problem naming lines and fields.
+/// Turns a batch parse failure into a problem: 400 naming lines and fields, or 413
+/// naming the limit when the batch is too large (split it; retrying cannot help).
 pub fn batch_problem(e: &domain::BatchError) -> platform::http::Problem {
     use axum::http::StatusCode;
-    let problem = platform::http::Problem::new(
-        StatusCode::BAD_REQUEST,
-        "invalid-batch",
-        "Invalid event batch",
+    use domain::BatchError;
+    let (limit, max) = match e {
+        BatchError::TooManyEvents { max } => ("events_per_batch", *max),
+        BatchError::TooLarge { max_bytes } => ("batch_bytes", *max_bytes),
+        BatchError::Empty | BatchError::Invalid { .. } => {
+            let problem = platform::http::Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-batch",
+                "Invalid event batch",
+            )
+            .detail(format!("{e}; nothing from this batch was stored"));
+            return match e {
+                BatchError::Invalid { errors, truncated } => problem.errors(serde_json::json!({
+                    "lines": errors,
+                    "truncated": truncated,
+                })),
+                _ => problem,
+            };
+        }
+    };
+    platform::http::Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "batch-too-large",
+        "Event batch too large",
     )
-    .detail(format!("{e}; nothing from this batch was stored"));
-    match e {
-        domain::BatchError::Invalid { errors, truncated } => problem.errors(serde_json::json!({
-            "lines": errors,
-            "truncated": truncated,
-        })),
-        _ => problem,
-    }
+    .detail(format!(
+        "{e}; nothing from this batch was stored; send it as smaller batches"
+    ))
+    .errors(serde_json::json!({ "limit": limit, "max": max }))
 }
 
 pub(crate) fn default_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::BatchError;
+
+    use super::*;
+
+    #[test]
+    fn too_large_is_413_naming_the_limit_and_invalid_is_400() {
+        let p = batch_problem(&BatchError::TooLarge { max_bytes: 7 });
+        assert_eq!(p.status, 413);
+        assert_eq!(
+            p.errors.as_deref(),
+            Some(&serde_json::json!({ "limit": "batch_bytes", "max": 7 }))
+        );
+        let p = batch_problem(&BatchError::TooManyEvents { max: 3 });
+        assert_eq!((p.status, p.kind), (413, "batch-too-large"));
+        assert_eq!(batch_problem(&BatchError::Empty).status, 400);
+        // Every limit a check can name has its variable.
+        for (field, var) in LIMIT_VARS {
+            assert_eq!(limit_var(field), var);
+        }
+        let broken = Limits {
+            max_fields: 3,
+            ..Limits::default()
+        };
+        let (field, _) = broken.check().unwrap_err();
+        assert_eq!(limit_var(field), "BEACON_MAX_FIELDS_PER_LINE");
+    }
 }

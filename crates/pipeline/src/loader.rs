@@ -32,7 +32,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub db: DbConfig,
-    pub http: HttpLimits,
+    pub request_timeout: Duration,
+    /// Also the body limit: [`Limits::max_batch_bytes`], the largest batch ingest sends.
     pub limits: Limits,
 }
 
@@ -42,10 +43,7 @@ impl Config {
             listen: config::addr("BEACON_LISTEN_ADDR", "127.0.0.1:8083")?,
             admin: config::addr("BEACON_ADMIN_ADDR", "0.0.0.0:9083")?,
             db: DbConfig::from_env("beacon_loader", "loader")?,
-            http: HttpLimits {
-                body_bytes: config::or("BEACON_MAX_BODY_BYTES", 16 * 1024 * 1024)?,
-                request_timeout: config::millis("BEACON_REQUEST_TIMEOUT_MS", 20_000)?,
-            },
+            request_timeout: config::millis("BEACON_REQUEST_TIMEOUT_MS", 20_000)?,
             limits: limits_from_env()?,
         })
     }
@@ -74,7 +72,13 @@ pub fn router(pool: PgPool, verifier: Arc<TokenVerifier>, config: &Config) -> Ro
         .route("/v1/batches", post(post_batch))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .with_state(state);
-    platform::http::with_standard_layers(router, config.http)
+    // The body limit is derived, never set on its own: a batch ingest accepted is
+    // never too large here.
+    let http = HttpLimits {
+        body_bytes: config.limits.max_batch_bytes,
+        request_timeout: config.request_timeout,
+    };
+    platform::http::with_standard_layers(router, http)
 }
 
 #[tracing::instrument(skip_all, fields(tenant = %claims.tenant))]

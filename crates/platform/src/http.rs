@@ -266,65 +266,6 @@ async fn problem_for_bare_errors(response: Response) -> Response {
     Problem::new(status, slug, title).into_response()
 }
 
-/// The request body after `Content-Encoding`: identity as is, `gzip` decompressed as a
-/// stream that stops at `max_decoded` bytes (so a gzip bomb costs at most that much
-/// memory and answers 413), anything else 415.
-pub fn decode_body(
-    headers: &axum::http::HeaderMap,
-    body: axum::body::Bytes,
-    max_decoded: usize,
-) -> Result<axum::body::Bytes, Problem> {
-    use std::io::Read as _;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
-    match encoding.as_deref() {
-        None | Some("identity") => {
-            if body.len() > max_decoded {
-                return Err(too_large(max_decoded));
-            }
-            Ok(body)
-        }
-        Some("gzip" | "x-gzip") => {
-            let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max_decoded));
-            flate2::read::MultiGzDecoder::new(&body[..])
-                .take(max_decoded as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| {
-                    Problem::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid-encoding",
-                        "Invalid gzip body",
-                    )
-                    .detail(format!("the body is not valid gzip: {e}"))
-                })?;
-            if out.len() > max_decoded {
-                metrics::counter!("http_decompression_refused_total").increment(1);
-                return Err(too_large(max_decoded));
-            }
-            Ok(out.into())
-        }
-        Some(other) => Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-encoding",
-            "Unsupported content encoding",
-        )
-        .detail(format!(
-            "Content-Encoding {:?} is not supported; send gzip or no encoding",
-            other.chars().take(32).collect::<String>()
-        ))),
-    }
-}
-
-fn too_large(max: usize) -> Problem {
-    Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload-too-large",
-        "Request body too large",
-    )
-    .detail(format!("the decompressed body is larger than {max} bytes"))
-}
-
 /// Binds a listener, naming the address in the error.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -407,8 +348,6 @@ impl HttpService {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write as _;
-
     use tower::ServiceExt as _;
 
     use super::*;
@@ -478,48 +417,8 @@ mod tests {
         assert!(uuid::Uuid::parse_str(&generated).is_ok());
     }
 
-    fn gzip(data: &[u8]) -> axum::body::Bytes {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(data).unwrap();
-        enc.finish().unwrap().into()
-    }
-
-    fn with_encoding(value: &str) -> axum::http::HeaderMap {
-        let mut h = axum::http::HeaderMap::new();
-        h.insert(header::CONTENT_ENCODING, value.parse().unwrap());
-        h
-    }
-
     #[test]
-    fn gzip_is_decoded_within_the_limit() {
-        let plain = b"hello\n".repeat(100);
-        let decoded = decode_body(&with_encoding("gzip"), gzip(&plain), 1000).unwrap();
-        assert_eq!(&decoded[..], &plain[..]);
-        let same = decode_body(&axum::http::HeaderMap::new(), plain.clone().into(), 1000).unwrap();
-        assert_eq!(&same[..], &plain[..]);
-    }
-
-    #[test]
-    fn gzip_bomb_and_bad_encodings_are_refused() {
-        // 64 MiB of zeros compresses to ~64 KiB.
-        let bomb = gzip(&vec![0u8; 64 * 1024 * 1024]);
-        assert!(bomb.len() < 128 * 1024);
-        let p = decode_body(&with_encoding("gzip"), bomb, 1024 * 1024).unwrap_err();
-        assert_eq!(p.status, 413);
-        let p = decode_body(
-            &with_encoding("gzip"),
-            axum::body::Bytes::from_static(b"nope"),
-            10,
-        )
-        .unwrap_err();
-        assert_eq!(p.status, 400);
-        let p = decode_body(
-            &with_encoding("br"),
-            axum::body::Bytes::from_static(b"x"),
-            10,
-        )
-        .unwrap_err();
-        assert_eq!(p.status, 415);
+    fn too_many_requests_rounds_retry_after_up() {
         let p = Problem::too_many_requests(Duration::from_millis(1200));
         assert_eq!((p.status, p.retry_after), (429, Some(2)));
     }
