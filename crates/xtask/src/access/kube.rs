@@ -186,7 +186,7 @@ fn rules(entries: Vec<(Peer, u16, String)>) -> Vec<Rule> {
 
 fn flow_comment(model: &AccessModel, f: &Flow) -> String {
     let port = model.components[&f.to].ports[&f.port];
-    let mut s = format!("{} -> {} {} ({port})", f.from, f.to, f.port);
+    let mut s = format!("{} -> {}:{} ({port})", f.from, f.to, f.port);
     if let Some(auth) = &f.auth {
         let _ = write!(s, ": {auth}");
     }
@@ -195,7 +195,7 @@ fn flow_comment(model: &AccessModel, f: &Flow) -> String {
 
 fn write_rules(out: &mut String, key: &str, peers_key: &str, here: &str, rules: &[Rule]) {
     if rules.is_empty() {
-        let _ = writeln!(out, "  {key}: []");
+        let _ = writeln!(out, "  {key}: [] # no flow of the model");
         return;
     }
     let _ = writeln!(out, "  {key}:");
