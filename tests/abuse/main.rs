@@ -6,4 +6,5 @@
 
 mod analytics;
 mod idle;
+mod login;
 mod transform;

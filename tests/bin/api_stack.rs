@@ -1,8 +1,10 @@
 //! Test-only: starts every Beacon service in this process against a fresh database on
 //! the PostgreSQL at `DATABASE_URL`, seeds two demo tenants with events through the
 //! real ingest path, runs the transform, and prints one JSON line with the URLs, the
-//! certificate directory and fresh tokens. Runs until stdin closes or SIGINT/SIGTERM,
-//! then drops its database. Used by `scripts/schemathesis.sh` and `cargo xtask bench api`.
+//! certificate directory, the first tenant's demo logins and fresh tokens. Runs until
+//! stdin closes or SIGINT/SIGTERM, then drops its database. Used through
+//! `scripts/lib/api-stack.sh` (schemathesis, the OpenAPI validator, the generated-client
+//! test) and by `cargo xtask bench api`.
 #![allow(
     clippy::print_stdout,
     reason = "the JSON line on stdout is this tool's output"
@@ -70,6 +72,9 @@ async fn run(admin: PgPool) -> anyhow::Result<()> {
         "cert_dir": stack.certs.path(),
         "tenant_id": t.id,
         "currency": t.currency,
+        "admin_email": t.admin_email,
+        "viewer_email": t.viewer_email,
+        "password": password,
         "admin_token": token(&stack, &t.admin_email, password).await?,
         "viewer_token": token(&stack, &t.viewer_email, password).await?,
     });

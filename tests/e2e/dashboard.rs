@@ -586,6 +586,7 @@ async fn api_down_gives_a_friendly_page_with_the_request_id_and_not_ready() {
             request_timeout: Duration::from_secs(5),
         },
         api_timeout: Duration::from_secs(2),
+        trusted_proxies: Default::default(),
     })
     .await
     .unwrap();

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     audit::{self, Event, action},
-    credentials::{hash_password, new_api_key},
+    credentials::{Email, new_api_key},
     extract::{AppJson, AppQuery, Caller, Id, Meta, text},
     routes::{Errors, db_problem, page_size},
 };
@@ -78,7 +78,7 @@ pub struct UserList {
 }
 
 /// Users of the caller's tenant.
-#[utoipa::path(get, path = "/v1/users", tag = "users", params(PageQuery),
+#[utoipa::path(get, path = "/v1/users", operation_id = "listUsers", tag = "users", params(PageQuery),
     responses((status = 200, body = UserList), Errors))]
 pub async fn list_users(
     State(state): State<AppState>,
@@ -103,7 +103,7 @@ pub async fn list_users(
 }
 
 /// One user of the caller's tenant.
-#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/users/{id}", operation_id = "getUser", tag = "users", params(("id" = Uuid, Path)),
     responses((status = 200, body = User), Errors))]
 pub async fn get_user(
     State(state): State<AppState>,
@@ -141,27 +141,19 @@ pub struct CreatedUser {
     initial_password: String,
 }
 
-fn email(value: &str) -> Result<String, Problem> {
-    let e = value.trim().to_lowercase();
-    let valid = e.len() <= 254
-        && !e.chars().any(|c| c.is_control() || c.is_whitespace())
-        && e.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.contains('@')
-        });
-    if valid {
-        Ok(e)
-    } else {
-        Err(Problem::new(
+fn email(value: &str) -> Result<Email, Problem> {
+    Email::parse(value).ok_or_else(|| {
+        Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unprocessable",
             "Invalid request body",
         )
-        .detail("email is not a valid address"))
-    }
+        .detail("email is not a valid address (printable ASCII, at most 254 characters)")
+    })
 }
 
 /// Invite a user: creates the account with a random initial password, shown once.
-#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser,
+#[utoipa::path(post, path = "/v1/users", operation_id = "createUser", tag = "users", request_body = NewUser,
     responses((status = 201, body = CreatedUser), Errors))]
 pub async fn create_user(
     State(state): State<AppState>,
@@ -174,16 +166,15 @@ pub async fn create_user(
     let mut raw = [0u8; 18];
     rand::rng().fill_bytes(&mut raw);
     let initial_password = hex::encode(raw);
-    let hash = {
-        let p = initial_password.clone();
-        tokio::task::spawn_blocking(move || hash_password(&p))
-            .await
-            .map_err(|_| Problem::internal())?
-            .map_err(|e| {
-                tracing::error!(error = %e, "hashing failed");
-                Problem::internal()
-            })?
-    };
+    let hash = state
+        .hashing
+        .try_acquire()?
+        .hash(initial_password.clone())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "hashing failed");
+            Problem::internal()
+        })?;
     let mut tx = platform::db::begin_for_tenant(&state.pool, caller.tenant())
         .await
         .map_err(db_problem)?;
@@ -193,7 +184,7 @@ pub async fn create_user(
     ))
     .bind(Uuid::new_v4())
     .bind(caller.tenant())
-    .bind(&email)
+    .bind(email.as_str())
     .bind(&display_name)
     .bind(&hash)
     .bind(new.role.as_str())
@@ -239,7 +230,7 @@ pub struct UserChange {
 
 /// Change a user's role or disable/enable them. Takes effect at their next token
 /// exchange (tokens are short-lived). Admins cannot demote or disable themselves.
-#[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
+#[utoipa::path(patch, path = "/v1/users/{id}", operation_id = "updateUser", tag = "users", params(("id" = Uuid, Path)),
     request_body = UserChange, responses((status = 200, body = User), Errors))]
 pub async fn update_user(
     State(state): State<AppState>,
@@ -371,7 +362,7 @@ pub struct KeyList {
 }
 
 /// API keys of the caller's tenant, optionally by prefix. Secrets are never shown again.
-#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(KeyQuery),
+#[utoipa::path(get, path = "/v1/api-keys", operation_id = "listApiKeys", tag = "api-keys", params(KeyQuery),
     responses((status = 200, body = KeyList), Errors))]
 pub async fn list_keys(
     State(state): State<AppState>,
@@ -409,7 +400,7 @@ pub async fn list_keys(
 }
 
 /// One API key of the caller's tenant.
-#[utoipa::path(get, path = "/v1/api-keys/{id}", tag = "api-keys", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/api-keys/{id}", operation_id = "getApiKey", tag = "api-keys", params(("id" = Uuid, Path)),
     responses((status = 200, body = ApiKey), Errors))]
 pub async fn get_key(
     State(state): State<AppState>,
@@ -448,7 +439,7 @@ pub struct CreatedKey {
 }
 
 /// Create an API key; its secret is in this answer and nowhere else, ever.
-#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = NewKey,
+#[utoipa::path(post, path = "/v1/api-keys", operation_id = "createApiKey", tag = "api-keys", request_body = NewKey,
     responses((status = 201, body = CreatedKey), Errors))]
 pub async fn create_key(
     State(state): State<AppState>,
@@ -511,7 +502,7 @@ pub async fn create_key(
 
 /// Revoke an API key. The next token exchange with it fails; tokens already issued
 /// expire on their own (minutes).
-#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys", params(("id" = Uuid, Path)),
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", operation_id = "revokeApiKey", tag = "api-keys", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Revoked (or already revoked)"), Errors))]
 pub async fn revoke_key(
     State(state): State<AppState>,

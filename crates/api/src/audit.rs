@@ -120,7 +120,7 @@ pub struct AuditPage {
 }
 
 /// The caller's tenant's audit log, newest first.
-#[utoipa::path(get, path = "/v1/audit-log", tag = "audit", params(AuditQuery),
+#[utoipa::path(get, path = "/v1/audit-log", operation_id = "listAuditLog", tag = "audit", params(AuditQuery),
     responses((status = 200, body = AuditPage), Errors))]
 pub async fn list(
     axum::extract::State(state): axum::extract::State<AppState>,

@@ -1,6 +1,8 @@
 //! `POST /v1/auth/token`: the password grant (users) and the client-credentials grant
-//! (an API key traded for a short-lived token), throttled per account and per client
-//! address with exponential backoff, every outcome audited.
+//! (an API key traded for a short-lived token), throttled per account (exponential
+//! backoff) and per client address (slowed down, never locked out for long), every
+//! outcome audited. Password verification runs a bounded number at a time: beyond
+//! that the answer is 503 with `Retry-After`, at once and without hashing.
 //!
 //! There are no refresh tokens: a token lives `BEACON_TOKEN_TTL_MINUTES` (15 by
 //! default) and the client signs in again (the dashboard asks the user; a machine
@@ -9,7 +11,11 @@
 //! API key itself.
 
 use axum::{Json, extract::State, http::StatusCode};
-use platform::{auth::scope, http::Problem};
+use platform::{
+    auth::scope,
+    http::Problem,
+    ratelimit::{Attempt, BackoffConfig, FailureBackoff, retry_after_secs},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -18,7 +24,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     audit::{self, Event, action},
-    credentials::{constant_time_eq, parse_api_key, verify_password},
+    credentials::{Email, constant_time_eq, parse_api_key},
     extract::{AppJson, Meta},
     routes::{TokenErrors, db_problem},
 };
@@ -84,189 +90,250 @@ fn throttled(wait: std::time::Duration) -> Problem {
         "too-many-attempts",
         "Too many failed attempts, retry later",
     )
-    .retry_after(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+    .retry_after(retry_after_secs(wait))
 }
 
-/// Who is signing in, for throttling and the audit log.
-struct Attempt {
-    account_key: Option<String>,
-    address_key: Option<String>,
+/// Login throttles: per account and per client address.
+#[derive(Debug)]
+pub struct LoginThrottle {
+    pub account: FailureBackoff,
+    pub address: FailureBackoff,
 }
 
-impl AppState {
-    fn check_throttle(&self, a: &Attempt) -> Result<(), Problem> {
-        let account = a
-            .account_key
-            .as_deref()
-            .map_or(Ok(()), |k| self.throttle.account.check(k));
-        let address = a
-            .address_key
-            .as_deref()
-            .map_or(Ok(()), |k| self.throttle.address.check(k));
-        match (account, address) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(w), Ok(())) | (Ok(()), Err(w)) => Err(throttled(w)),
-            (Err(a), Err(b)) => Err(throttled(a.max(b))),
+/// One sign-in attempt, admitted by both throttles and counted against both keys until
+/// it is finished.
+struct Attempts<'a> {
+    account: Option<Attempt<'a>>,
+    address: Option<Attempt<'a>>,
+}
+
+impl LoginThrottle {
+    pub fn new(account: BackoffConfig, address: BackoffConfig) -> Self {
+        Self {
+            account: FailureBackoff::new(account),
+            address: FailureBackoff::new(address),
         }
     }
 
-    fn record_failure(&self, a: &Attempt) {
-        if let Some(k) = &a.account_key {
-            self.throttle.account.failure(k);
+    /// Admits an attempt on both keys, or answers 429 with the longer wait.
+    fn begin(&self, account: Option<&str>, address: Option<&str>) -> Result<Attempts<'_>, Problem> {
+        let account = account.map(|k| self.account.begin(k)).transpose();
+        let address = address.map(|k| self.address.begin(k)).transpose();
+        match (account, address) {
+            (Ok(account), Ok(address)) => Ok(Attempts { account, address }),
+            (Err(w), Ok(_)) | (Ok(_), Err(w)) => Err(throttled(w)),
+            (Err(a), Err(b)) => Err(throttled(a.max(b))),
         }
-        if let Some(k) = &a.address_key {
-            self.throttle.address.failure(k);
+        .inspect_err(|_| tracing::warn!("login throttled"))
+    }
+}
+
+impl Attempts<'_> {
+    fn failed(self) {
+        for attempt in [self.account, self.address].into_iter().flatten() {
+            attempt.failed();
+        }
+    }
+
+    /// The account's failures are forgotten; the address's are not (one success
+    /// behind a shared address says nothing about the other attempts from it).
+    fn succeeded(self) {
+        if let Some(account) = self.account {
+            account.succeeded();
+        }
+    }
+}
+
+/// The per-address throttle key: an IPv4 address, or the /64 an IPv6 address is in
+/// (one host or home usually holds a whole /64, so it could rotate single addresses).
+fn address_key(client: &str) -> String {
+    match client.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("addr:{net}/64")
+        }
+        _ => format!("addr:{client}"),
+    }
+}
+
+/// What a successful grant issues a token for.
+struct Grant {
+    sub: String,
+    tenant: Uuid,
+    scopes: String,
+    kind: &'static str,
+}
+
+/// A refused grant: a failure on both keys, an audit row (tenant and actor when the
+/// account or key exists), and the one answer every refusal gets.
+async fn refuse(
+    state: &AppState,
+    meta: &Meta,
+    attempts: Attempts<'_>,
+    grant: &'static str,
+    who: Option<(Uuid, String)>,
+    reason: &'static str,
+) -> Problem {
+    attempts.failed();
+    let (tenant, actor) = match who {
+        Some((tenant, actor)) => (Some(tenant), actor),
+        None => (None, "anonymous".to_owned()),
+    };
+    let event = Event {
+        actor: &actor,
+        action: action::LOGIN,
+        outcome: "failure",
+        details: json!({ "grant": grant, "reason": reason }),
+    };
+    audit::record(&state.pool, tenant, meta, event).await;
+    tracing::info!(grant, reason, "login refused");
+    invalid_credentials()
+}
+
+/// The password grant. The account key is the canonical e-mail (the form PostgreSQL
+/// stores and compares), built only from a valid address; an invalid one costs an
+/// address failure and no look-up. Unknown account and wrong password do the same
+/// work (a look-up and one verification) and get the same answer.
+async fn password_grant(
+    state: &AppState,
+    meta: &Meta,
+    address: Option<&str>,
+    username: &str,
+    password: String,
+) -> Result<Grant, Problem> {
+    let email = Email::parse(username);
+    let account = email.as_ref().map(|e| format!("user:{e}"));
+    let attempts = state.throttle.begin(account.as_deref(), address)?;
+    let Some(email) = email.filter(|_| password.len() <= 1024) else {
+        attempts.failed();
+        return Err(invalid_credentials());
+    };
+    let permit = state.hashing.try_acquire().inspect_err(|_| {
+        metrics::counter!("api_login_busy_total").increment(1);
+        tracing::warn!("password verification busy");
+    })?;
+    let row: Option<LoginRow> = sqlx::query_as(
+        "SELECT user_id, tenant_id, password_hash, role, disabled FROM app.login_lookup($1)",
+    )
+    .bind(email.as_str())
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(db_problem)?;
+    let password_ok = permit
+        .verify(password, row.as_ref().map(|r| r.password_hash.clone()))
+        .await;
+    match row {
+        Some(LoginRow {
+            user_id,
+            tenant_id,
+            role,
+            disabled: false,
+            ..
+        }) if password_ok => {
+            attempts.succeeded();
+            let scopes = if role == "admin" {
+                format!("{} {}", scope::KPIS_READ, scope::TENANT_ADMIN)
+            } else {
+                scope::KPIS_READ.to_owned()
+            };
+            Ok(Grant {
+                sub: format!("user:{user_id}"),
+                tenant: tenant_id,
+                scopes,
+                kind: "password",
+            })
+        }
+        row => {
+            let (who, reason) = match &row {
+                Some(r) => (
+                    Some((r.tenant_id, format!("user:{}", r.user_id))),
+                    if r.disabled && password_ok {
+                        "disabled"
+                    } else {
+                        "wrong password"
+                    },
+                ),
+                None => (None, "unknown account"),
+            };
+            Err(refuse(state, meta, attempts, "password", who, reason).await)
+        }
+    }
+}
+
+/// The client-credentials grant: an API key, keyed on its public prefix.
+async fn key_grant(
+    state: &AppState,
+    meta: &Meta,
+    address: Option<&str>,
+    client_secret: &str,
+) -> Result<Grant, Problem> {
+    let parsed = parse_api_key(client_secret);
+    let account = parsed.as_ref().map(|(prefix, _)| format!("key:{prefix}"));
+    let attempts = state.throttle.begin(account.as_deref(), address)?;
+    let Some((prefix, hash)) = parsed else {
+        attempts.failed();
+        return Err(invalid_credentials());
+    };
+    let row: Option<KeyRow> = sqlx::query_as(
+        "SELECT key_id, tenant_id, secret_hash, scopes, revoked FROM app.api_key_lookup($1)",
+    )
+    .bind(&prefix)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(db_problem)?;
+    match row {
+        Some(KeyRow {
+            key_id,
+            tenant_id,
+            secret_hash,
+            scopes,
+            revoked: false,
+        }) if constant_time_eq(&secret_hash, &hash) => {
+            attempts.succeeded();
+            Ok(Grant {
+                sub: format!("key:{key_id}"),
+                tenant: tenant_id,
+                scopes: scopes.join(" "),
+                kind: "client_credentials",
+            })
+        }
+        row => {
+            let (who, reason) = match &row {
+                Some(r) => (
+                    Some((r.tenant_id, format!("key:{}", r.key_id))),
+                    if r.revoked { "revoked" } else { "wrong secret" },
+                ),
+                None => (None, "unknown key"),
+            };
+            Err(refuse(state, meta, attempts, "client_credentials", who, reason).await)
         }
     }
 }
 
 /// Issue an access token: password grant (users) or client-credentials grant (API keys).
 /// An unknown user and a wrong password get the same answer after the same work.
-#[utoipa::path(post, path = "/v1/auth/token", tag = "auth", request_body = TokenRequest,
+#[utoipa::path(post, path = "/v1/auth/token", operation_id = "issueToken", tag = "auth", request_body = TokenRequest,
     responses((status = 200, body = TokenResponse), TokenErrors))]
 pub async fn token(
     State(state): State<AppState>,
     meta: Meta,
     AppJson(request): AppJson<TokenRequest>,
 ) -> Result<Json<TokenResponse>, Problem> {
-    let account_key = match &request {
-        TokenRequest::Password { username, .. } => {
-            Some(format!("user:{}", username.trim().to_lowercase()))
-        }
-        TokenRequest::ClientCredentials { client_secret } => {
-            parse_api_key(client_secret).map(|(prefix, _)| format!("key:{prefix}"))
-        }
-    };
-    let attempt = Attempt {
-        account_key,
-        address_key: meta.client_addr.as_ref().map(|a| format!("addr:{a}")),
-    };
-    if let Err(problem) = state.check_throttle(&attempt) {
-        tracing::warn!("login throttled");
-        return Err(problem);
-    }
-    let (sub, tenant, scopes, grant) = match request {
+    let address = meta.client_addr.as_deref().map(address_key);
+    let Grant {
+        sub,
+        tenant,
+        scopes,
+        kind: grant,
+    } = match request {
         TokenRequest::Password { username, password } => {
-            if username.len() > 254 || password.len() > 1024 {
-                state.record_failure(&attempt);
-                return Err(invalid_credentials());
-            }
-            let row: Option<LoginRow> = sqlx::query_as(
-                "SELECT user_id, tenant_id, password_hash, role, disabled FROM app.login_lookup($1)",
-            )
-            .bind(username.trim())
-            .fetch_optional(&state.pool)
-            .await
-            .map_err(db_problem)?;
-            let password_ok = {
-                let stored = row.as_ref().map(|r| r.password_hash.clone());
-                tokio::task::spawn_blocking(move || verify_password(&password, stored.as_deref()))
-                    .await
-                    .unwrap_or(false)
-            };
-            match row {
-                Some(LoginRow {
-                    user_id,
-                    tenant_id,
-                    role,
-                    disabled: false,
-                    ..
-                }) if password_ok => {
-                    let scopes = if role == "admin" {
-                        format!("{} {}", scope::KPIS_READ, scope::TENANT_ADMIN)
-                    } else {
-                        scope::KPIS_READ.to_owned()
-                    };
-                    (format!("user:{user_id}"), tenant_id, scopes, "password")
-                }
-                row => {
-                    state.record_failure(&attempt);
-                    let (tenant, actor, reason) = match &row {
-                        Some(r) if r.disabled && password_ok => {
-                            (Some(r.tenant_id), format!("user:{}", r.user_id), "disabled")
-                        }
-                        Some(r) => (
-                            Some(r.tenant_id),
-                            format!("user:{}", r.user_id),
-                            "wrong password",
-                        ),
-                        None => (None, "anonymous".to_owned(), "unknown account"),
-                    };
-                    audit::record(
-                        &state.pool,
-                        tenant,
-                        &meta,
-                        Event {
-                            actor: &actor,
-                            action: action::LOGIN,
-                            outcome: "failure",
-                            details: json!({ "grant": "password", "reason": reason }),
-                        },
-                    )
-                    .await;
-                    tracing::info!(reason, "login refused");
-                    return Err(invalid_credentials());
-                }
-            }
+            password_grant(&state, &meta, address.as_deref(), &username, password).await?
         }
         TokenRequest::ClientCredentials { client_secret } => {
-            let Some((prefix, hash)) = parse_api_key(&client_secret) else {
-                state.record_failure(&attempt);
-                return Err(invalid_credentials());
-            };
-            let row: Option<KeyRow> = sqlx::query_as(
-                "SELECT key_id, tenant_id, secret_hash, scopes, revoked FROM app.api_key_lookup($1)",
-            )
-            .bind(&prefix)
-            .fetch_optional(&state.pool)
-            .await
-            .map_err(db_problem)?;
-            match row {
-                Some(KeyRow {
-                    key_id,
-                    tenant_id,
-                    secret_hash,
-                    scopes,
-                    revoked: false,
-                }) if constant_time_eq(&secret_hash, &hash) => (
-                    format!("key:{key_id}"),
-                    tenant_id,
-                    scopes.join(" "),
-                    "client_credentials",
-                ),
-                row => {
-                    state.record_failure(&attempt);
-                    let (tenant, actor, reason) = match &row {
-                        Some(r) if r.revoked => {
-                            (Some(r.tenant_id), format!("key:{}", r.key_id), "revoked")
-                        }
-                        Some(r) => (
-                            Some(r.tenant_id),
-                            format!("key:{}", r.key_id),
-                            "wrong secret",
-                        ),
-                        None => (None, "anonymous".to_owned(), "unknown key"),
-                    };
-                    audit::record(
-                        &state.pool,
-                        tenant,
-                        &meta,
-                        Event {
-                            actor: &actor,
-                            action: action::LOGIN,
-                            outcome: "failure",
-                            details: json!({ "grant": "client_credentials", "reason": reason }),
-                        },
-                    )
-                    .await;
-                    return Err(invalid_credentials());
-                }
-            }
+            key_grant(&state, &meta, address.as_deref(), &client_secret).await?
         }
     };
-    if let Some(k) = &attempt.account_key {
-        state.throttle.account.success(k);
-    }
     let (access_token, claims) = state.signer.sign(sub, tenant, &scopes).map_err(|e| {
         tracing::error!(error = %e, "signing failed");
         Problem::internal()
@@ -310,4 +377,26 @@ pub async fn token(
         expires_in: claims.exp - claims.iat,
         scope: claims.scope,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_keyed_on_its_64() {
+        assert_eq!(address_key("192.0.2.7"), "addr:192.0.2.7");
+        assert_eq!(
+            address_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"),
+            "addr:2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            address_key("2001:db8:1:2::1"),
+            address_key("2001:db8:1:2:ffff::9")
+        );
+        assert_ne!(
+            address_key("2001:db8:1:2::1"),
+            address_key("2001:db8:1:3::1")
+        );
+    }
 }

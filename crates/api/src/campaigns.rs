@@ -62,7 +62,7 @@ fn conflict(e: sqlx::Error) -> Problem {
 }
 
 /// Campaign metadata of the caller's tenant.
-#[utoipa::path(get, path = "/v1/campaigns", tag = "campaigns", params(CampaignQuery),
+#[utoipa::path(get, path = "/v1/campaigns", operation_id = "listCampaigns", tag = "campaigns", params(CampaignQuery),
     responses((status = 200, body = CampaignList), Errors))]
 pub async fn list(
     State(state): State<AppState>,
@@ -89,7 +89,7 @@ pub async fn list(
 }
 
 /// One campaign of the caller's tenant.
-#[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "campaigns", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/campaigns/{id}", operation_id = "getCampaign", tag = "campaigns", params(("id" = Uuid, Path)),
     responses((status = 200, body = Campaign), Errors))]
 pub async fn get(
     State(state): State<AppState>,
@@ -121,7 +121,7 @@ pub struct NewCampaign {
 }
 
 /// Create campaign metadata.
-#[utoipa::path(post, path = "/v1/campaigns", tag = "campaigns", request_body = NewCampaign,
+#[utoipa::path(post, path = "/v1/campaigns", operation_id = "createCampaign", tag = "campaigns", request_body = NewCampaign,
     responses((status = 201, body = Campaign), Errors))]
 pub async fn create(
     State(state): State<AppState>,
@@ -170,7 +170,7 @@ pub struct CampaignChange {
 }
 
 /// Rename or (un)archive a campaign.
-#[utoipa::path(patch, path = "/v1/campaigns/{id}", tag = "campaigns", params(("id" = Uuid, Path)),
+#[utoipa::path(patch, path = "/v1/campaigns/{id}", operation_id = "updateCampaign", tag = "campaigns", params(("id" = Uuid, Path)),
     request_body = CampaignChange, responses((status = 200, body = Campaign), Errors))]
 pub async fn update(
     State(state): State<AppState>,

@@ -13,6 +13,7 @@ use axum::{
 };
 use platform::{
     auth::Claims,
+    client_addr::ClientAddr,
     http::{Problem, REQUEST_ID},
 };
 use serde::de::DeserializeOwned;
@@ -101,9 +102,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
-/// Client address and request id, for the audit log. The address is the TCP peer;
-/// behind a proxy configure it to keep the client address (PROXY protocol) or accept
-/// that the proxy's address is recorded.
+/// Client address and request id, for the audit log and the login throttle. The
+/// address is the one `platform::client_addr` resolved: the TCP peer, or what a
+/// trusted proxy (`BEACON_TRUSTED_PROXIES`, such as the dashboard) forwarded.
 #[derive(Debug, Clone, Default)]
 pub struct Meta {
     pub client_addr: Option<String>,
@@ -115,8 +116,13 @@ impl Meta {
         Self {
             client_addr: parts
                 .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string()),
+                .get::<ClientAddr>()
+                .map(|c| c.0)
+                .or_else(|| {
+                    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+                    Some(peer.0.ip().to_canonical())
+                })
+                .map(|ip| ip.to_string()),
             request_id: parts
                 .headers
                 .get(REQUEST_ID)

@@ -219,7 +219,7 @@ pub struct Overview {
 }
 
 /// Totals for a range and for the previous range of equal length.
-#[utoipa::path(get, path = "/v1/overview", tag = "kpis", params(RangeQuery),
+#[utoipa::path(get, path = "/v1/overview", operation_id = "getOverview", tag = "kpis", params(RangeQuery),
     responses((status = 200, body = Overview), Errors))]
 pub async fn overview(
     State(state): State<AppState>,
@@ -297,7 +297,7 @@ pub struct CampaignsPage {
 }
 
 /// KPIs per campaign, sorted and paged.
-#[utoipa::path(get, path = "/v1/kpis/campaigns", tag = "kpis", params(CampaignsQuery),
+#[utoipa::path(get, path = "/v1/kpis/campaigns", operation_id = "listCampaignKpis", tag = "kpis", params(CampaignsQuery),
     responses((status = 200, body = CampaignsPage), Errors))]
 pub async fn campaigns(
     State(state): State<AppState>,
@@ -385,7 +385,7 @@ pub struct TimeSeries {
 }
 
 /// KPIs per day or ISO week, optionally for one campaign.
-#[utoipa::path(get, path = "/v1/kpis/timeseries", tag = "kpis", params(TimeSeriesQuery),
+#[utoipa::path(get, path = "/v1/kpis/timeseries", operation_id = "getTimeSeries", tag = "kpis", params(TimeSeriesQuery),
     responses((status = 200, body = TimeSeries), Errors))]
 pub async fn timeseries(
     State(state): State<AppState>,
@@ -445,7 +445,7 @@ pub struct Channels {
 }
 
 /// KPIs per channel.
-#[utoipa::path(get, path = "/v1/kpis/channels", tag = "kpis", params(RangeQuery),
+#[utoipa::path(get, path = "/v1/kpis/channels", operation_id = "listChannelKpis", tag = "kpis", params(RangeQuery),
     responses((status = 200, body = Channels), Errors))]
 pub async fn channels(
     State(state): State<AppState>,
@@ -496,7 +496,7 @@ pub struct Attribution {
 }
 
 /// Last-click versus linear attribution per campaign.
-#[utoipa::path(get, path = "/v1/kpis/attribution", tag = "kpis", params(RangeQuery),
+#[utoipa::path(get, path = "/v1/kpis/attribution", operation_id = "getAttribution", tag = "kpis", params(RangeQuery),
     responses((status = 200, body = Attribution), Errors))]
 pub async fn attribution(
     State(state): State<AppState>,
@@ -569,7 +569,7 @@ pub struct Anomalies {
 }
 
 /// Days on which a KPI deviates from its trailing baseline.
-#[utoipa::path(get, path = "/v1/kpis/anomalies", tag = "kpis", params(AnomaliesQuery),
+#[utoipa::path(get, path = "/v1/kpis/anomalies", operation_id = "listAnomalies", tag = "kpis", params(AnomaliesQuery),
     responses((status = 200, body = Anomalies), Errors))]
 pub async fn anomalies(
     State(state): State<AppState>,

@@ -17,10 +17,11 @@ use axum::extract::FromRef;
 use platform::{
     admin::Check,
     auth::TokenVerifier,
+    client_addr::TrustedProxies,
     config,
     db::DbConfig,
     http::{HttpLimits, HttpService},
-    ratelimit::{BackoffConfig, FailureBackoff},
+    ratelimit::{BackoffConfig, RateLimiter},
     telemetry::GrpcTracePropagation,
     tls::{self, TlsFiles},
 };
@@ -28,7 +29,8 @@ use proto::analytics::v1::analytics_client::AnalyticsClient;
 use sqlx::PgPool;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
-pub use credentials::TokenSigner;
+pub use auth::LoginThrottle;
+pub use credentials::{PasswordHashing, TokenSigner};
 pub use routes::router;
 
 pub type Analytics = AnalyticsClient<InterceptedService<Channel, GrpcTracePropagation>>;
@@ -52,21 +54,103 @@ pub struct Config {
     pub tls: TlsFiles,
     /// Origins allowed by CORS; empty (the default) = CORS off.
     pub cors_origins: Vec<String>,
-    /// Failed logins per account (e-mail or API-key prefix).
-    pub login_backoff_account: BackoffConfig,
-    /// Failed logins per client address (looser: many people share an address).
-    pub login_backoff_address: BackoffConfig,
+    pub protection: Protection,
 }
 
-/// Default throttles: an account gets 5 free failures, an address 20; then the wait
-/// doubles from 1 s up to 15 min.
-pub fn default_backoffs() -> (BackoffConfig, BackoffConfig) {
-    let account = BackoffConfig::default();
-    let address = BackoffConfig {
-        free_failures: 20,
-        ..BackoffConfig::default()
-    };
-    (account, address)
+/// What keeps one client from exhausting the api or locking others out (see
+/// docs/SECURITY.md, "Availability").
+#[derive(Debug, Clone)]
+pub struct Protection {
+    /// Failed logins per account (e-mail or API-key prefix): exponential backoff.
+    pub login_account: BackoffConfig,
+    /// Failed logins per client address: slowed down, never locked out for long (many
+    /// people share an address).
+    pub login_address: BackoffConfig,
+    /// Password verifications running at once; more answer 503 at once.
+    pub hash_concurrency: usize,
+    /// Callers whose `X-Forwarded-For` is believed (the dashboard, proxies).
+    pub trusted_proxies: TrustedProxies,
+    /// Permission-denied audit rows per tenant and subject: per minute, and in a burst.
+    pub denied_audit_per_minute: u32,
+    pub denied_audit_burst: u32,
+}
+
+/// Longest wait the per-address login throttle may impose.
+pub const MAX_ADDRESS_DELAY: Duration = Duration::from_secs(60);
+
+impl Default for Protection {
+    /// An account gets 5 free failures, then the wait doubles from 1 s up to 15 min; an
+    /// address gets 20, then doubles from 1 s up to 30 s. One password verification per
+    /// core. No proxy trusted. 10 denial rows in a burst, then 6 a minute.
+    fn default() -> Self {
+        Self {
+            login_account: BackoffConfig::default(),
+            login_address: BackoffConfig {
+                free_failures: 20,
+                max_delay: Duration::from_secs(30),
+                window: Duration::from_secs(15 * 60),
+                ..BackoffConfig::default()
+            },
+            hash_concurrency: PasswordHashing::default_concurrency(),
+            trusted_proxies: TrustedProxies::default(),
+            denied_audit_per_minute: 6,
+            denied_audit_burst: 10,
+        }
+    }
+}
+
+fn at_least_one<T>(var: &str, default: T) -> config::Result<T>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let value = config::or(var, default)?;
+    if value < T::from(1) {
+        return Err(config::ConfigError::new(var, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+impl Protection {
+    pub fn from_env() -> config::Result<Self> {
+        let d = Self::default();
+        let address_delay = config::or(
+            "BEACON_LOGIN_ADDRESS_MAX_DELAY_SECONDS",
+            d.login_address.max_delay.as_secs(),
+        )?;
+        if address_delay == 0 || address_delay > MAX_ADDRESS_DELAY.as_secs() {
+            return Err(config::ConfigError::new(
+                "BEACON_LOGIN_ADDRESS_MAX_DELAY_SECONDS",
+                "must be 1 to 60: an address is slowed down, never locked out",
+            ));
+        }
+        let hash_concurrency =
+            at_least_one("BEACON_PASSWORD_HASH_CONCURRENCY", d.hash_concurrency)?;
+        Ok(Self {
+            login_account: BackoffConfig {
+                free_failures: config::or(
+                    "BEACON_LOGIN_FREE_FAILURES_PER_ACCOUNT",
+                    d.login_account.free_failures,
+                )?,
+                ..d.login_account
+            },
+            login_address: BackoffConfig {
+                free_failures: config::or(
+                    "BEACON_LOGIN_FREE_FAILURES_PER_ADDRESS",
+                    d.login_address.free_failures,
+                )?,
+                max_delay: Duration::from_secs(address_delay),
+                ..d.login_address
+            },
+            hash_concurrency,
+            trusted_proxies: TrustedProxies::from_env("BEACON_TRUSTED_PROXIES")?,
+            denied_audit_per_minute: at_least_one(
+                "BEACON_AUDIT_DENIALS_PER_MINUTE",
+                d.denied_audit_per_minute,
+            )?,
+            denied_audit_burst: at_least_one("BEACON_AUDIT_DENIALS_BURST", d.denied_audit_burst)?,
+        })
+    }
 }
 
 impl Config {
@@ -101,14 +185,7 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
-            login_backoff_account: BackoffConfig {
-                free_failures: config::or("BEACON_LOGIN_FREE_FAILURES_PER_ACCOUNT", 5)?,
-                ..default_backoffs().0
-            },
-            login_backoff_address: BackoffConfig {
-                free_failures: config::or("BEACON_LOGIN_FREE_FAILURES_PER_ADDRESS", 20)?,
-                ..default_backoffs().1
-            },
+            protection: Protection::from_env()?,
         })
     }
 }
@@ -123,30 +200,21 @@ pub struct AppState {
     /// Upper bound of one analytics call (answered 504 beyond).
     pub analytics_timeout: Duration,
     pub throttle: Arc<LoginThrottle>,
+    /// Password verification, a bounded number at a time.
+    pub hashing: PasswordHashing,
+    /// Callers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Samples permission-denied audit rows per tenant and subject.
+    pub denials: Arc<RateLimiter<(uuid::Uuid, String)>>,
     /// Reporting currency per tenant, cached briefly (it almost never changes).
     pub currencies: Arc<std::sync::Mutex<HashMap<uuid::Uuid, (String, std::time::Instant)>>>,
     /// Tokens already verified, by the SHA-256 of their exact bytes.
     pub verified: Arc<routes::VerifiedTokens>,
 }
 
-/// Login throttles: per account and per client address.
-#[derive(Debug)]
-pub struct LoginThrottle {
-    pub account: FailureBackoff,
-    pub address: FailureBackoff,
-}
-
-impl LoginThrottle {
-    pub fn new(account: BackoffConfig, address: BackoffConfig) -> Self {
-        Self {
-            account: FailureBackoff::new(account),
-            address: FailureBackoff::new(address),
-        }
-    }
-}
-
 impl AppState {
-    /// State for tests and tools: the given pool and analytics client, default throttles.
+    /// State for tests and tools: the given pool and analytics client, default
+    /// [`Protection`].
     pub fn new(
         pool: PgPool,
         verifier: Arc<TokenVerifier>,
@@ -154,14 +222,38 @@ impl AppState {
         analytics: Analytics,
         analytics_timeout: Duration,
     ) -> Self {
-        let (account, address) = default_backoffs();
+        Self::with_protection(
+            pool,
+            verifier,
+            signer,
+            analytics,
+            analytics_timeout,
+            &Protection::default(),
+        )
+    }
+
+    /// State under the limits of `p`.
+    pub fn with_protection(
+        pool: PgPool,
+        verifier: Arc<TokenVerifier>,
+        signer: Arc<TokenSigner>,
+        analytics: Analytics,
+        analytics_timeout: Duration,
+        p: &Protection,
+    ) -> Self {
         Self {
             pool,
             verifier,
             signer,
             analytics,
             analytics_timeout,
-            throttle: Arc::new(LoginThrottle::new(account, address)),
+            throttle: Arc::new(LoginThrottle::new(p.login_account, p.login_address)),
+            hashing: PasswordHashing::new(p.hash_concurrency),
+            trusted_proxies: p.trusted_proxies.clone(),
+            denials: Arc::new(RateLimiter::new(
+                f64::from(p.denied_audit_per_minute) / 60.0,
+                p.denied_audit_burst,
+            )),
             currencies: Arc::default(),
             verified: Arc::new(routes::VerifiedTokens::new(10_000)),
         }
@@ -225,19 +317,14 @@ impl App {
                 }
             })
         };
-        let state = AppState {
-            throttle: Arc::new(LoginThrottle::new(
-                config.login_backoff_account,
-                config.login_backoff_address,
-            )),
-            ..AppState::new(
-                pool.clone(),
-                verifier,
-                signer,
-                analytics,
-                config.analytics_timeout,
-            )
-        };
+        let state = AppState::with_protection(
+            pool.clone(),
+            verifier,
+            signer,
+            analytics,
+            config.analytics_timeout,
+            &config.protection,
+        );
         let checks = vec![Check::postgres(pool), analytics_check];
         HttpService::bind(
             "api",

@@ -233,11 +233,8 @@ pub enum TokenErrors {
         content_type = "application/problem+json"
     )]
     Internal(ProblemDoc),
-    #[response(
-        status = 503,
-        description = "A dependency is unavailable",
-        content_type = "application/problem+json"
-    )]
+    #[response(status = 503, description = "Too many sign-ins in progress (see Retry-After), or a dependency is unavailable", content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait, when busy")))]
     Unavailable(ProblemDoc),
     #[response(
         status = 504,
@@ -312,7 +309,7 @@ fn openapi_text() -> &'static str {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+#[utoipa::path(get, path = "/v1/openapi.json", operation_id = "getOpenApiDocument", tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object), Errors))]
 pub async fn openapi_json() -> Response {
     (
@@ -406,18 +403,28 @@ async fn enforce(
         let meta = Meta::from_parts(&parts);
         drop(body);
         tracing::info!(sub = %claims.sub, needed = permission, "permission denied");
-        audit::record(
-            &state.pool,
-            Some(claims.tenant),
-            &meta,
-            audit::Event {
-                actor: &claims.sub,
-                action: audit::action::PERMISSION_DENIED,
-                outcome: "denied",
-                details: json!({ "method": parts.method.as_str(), "path": parts.uri.path(), "needed": permission }),
-            },
-        )
-        .await;
+        metrics::counter!("api_permission_denied_total").increment(1);
+        // Sampled per tenant and subject: a client hammering a forbidden route writes a
+        // bounded number of rows, each counting the denials left out before it.
+        if let Some(left_out) = state.denials.sample(&(claims.tenant, claims.sub.clone())) {
+            audit::record(
+                &state.pool,
+                Some(claims.tenant),
+                &meta,
+                audit::Event {
+                    actor: &claims.sub,
+                    action: audit::action::PERMISSION_DENIED,
+                    outcome: "denied",
+                    details: json!({
+                        "method": parts.method.as_str(),
+                        "path": parts.uri.path(),
+                        "needed": permission,
+                        "denials_not_recorded_before": left_out,
+                    }),
+                },
+            )
+            .await;
+        }
         return Problem::forbidden()
             .detail(format!("this credential lacks the {permission} scope"))
             .into_response();
@@ -447,7 +454,14 @@ pub fn router(
         router = router.routes((schemas, paths, method_router));
     }
     let (router, _) = router.split_for_parts();
-    let router = platform::http::with_standard_layers(router.with_state(state), limits)
+    let trusted = state.trusted_proxies.clone();
+    let router = router
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            trusted,
+            platform::client_addr::layer,
+        ));
+    let router = platform::http::with_standard_layers(router, limits)
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
@@ -567,6 +581,81 @@ mod tests {
         );
     }
 
+    /// What is wrong with the operation ids of an OpenAPI document: every operation
+    /// needs one, in lowerCamelCase with a verb and a noun (`listCampaigns`; utoipa's
+    /// default, the handler's snake_case function name, does not qualify), and no two
+    /// operations may share one (client generators name their methods after them).
+    fn operation_id_problems(doc: &serde_json::Value) -> Vec<String> {
+        const METHODS: [&str; 8] = [
+            "get", "put", "post", "delete", "options", "head", "patch", "trace",
+        ];
+        let mut problems = Vec::new();
+        let mut seen = std::collections::BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if !METHODS.contains(&method.as_str()) {
+                    continue;
+                }
+                let at = format!("{} {path}", method.to_uppercase());
+                let Some(id) = op["operationId"].as_str() else {
+                    problems.push(format!("{at}: no operationId"));
+                    continue;
+                };
+                let camel = id.starts_with(|c: char| c.is_ascii_lowercase())
+                    && id.chars().all(|c| c.is_ascii_alphanumeric())
+                    && id.chars().any(|c| c.is_ascii_uppercase());
+                if !camel {
+                    problems.push(format!(
+                        "{at}: operationId {id:?} is not lowerCamelCase verb + noun (set operation_id in its #[utoipa::path])"
+                    ));
+                }
+                if let Some(other) = seen.insert(id.to_owned(), at.clone()) {
+                    problems.push(format!("{at}: operationId {id:?} is also {other}'s"));
+                }
+            }
+        }
+        problems
+    }
+
+    #[test]
+    fn every_operation_has_a_unique_meaningful_operation_id() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let problems = operation_id_problems(&doc);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert_eq!(
+            doc["paths"]["/v1/campaigns"]["get"]["operationId"],
+            "listCampaigns"
+        );
+        assert_eq!(
+            doc["paths"]["/v1/audit-log"]["get"]["operationId"],
+            "listAuditLog"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_or_missing_operation_id_is_detected() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let mut twice = doc.clone();
+        twice["paths"]["/v1/audit-log"]["get"]["operationId"] = "listCampaigns".into();
+        let problems = operation_id_problems(&twice);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("GET /v1/audit-log") && problems[0].contains("GET /v1/campaigns")
+        );
+        let mut missing = doc.clone();
+        missing["paths"]["/v1/overview"]["get"]
+            .as_object_mut()
+            .unwrap()
+            .remove("operationId");
+        assert_eq!(
+            operation_id_problems(&missing),
+            ["GET /v1/overview: no operationId"]
+        );
+        let mut default = doc;
+        default["paths"]["/v1/users"]["get"]["operationId"] = "list_users".into();
+        assert_eq!(operation_id_problems(&default).len(), 1);
+    }
+
     #[test]
     fn a_route_in_the_table_but_not_the_model_fails_the_model_check() {
         // The check above is a set comparison: prove it notices a missing declaration.
@@ -592,9 +681,9 @@ mod tests {
         }
     }
 
-    /// A router over a database and an analytics service that do not exist: every
+    /// State over a database and an analytics service that do not exist: every
     /// request below is decided before either is reached.
-    fn app(keys: &Keys) -> Router {
+    fn state(keys: &Keys) -> AppState {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .acquire_timeout(Duration::from_millis(200))
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
@@ -604,7 +693,7 @@ mod tests {
             channel,
             platform::telemetry::GrpcTracePropagation,
         );
-        let state = AppState::new(
+        AppState::new(
             pool,
             Arc::new(TokenVerifier::from_public_pems(std::slice::from_ref(&keys.public)).unwrap()),
             Arc::new(
@@ -612,16 +701,16 @@ mod tests {
             ),
             analytics,
             Duration::from_millis(500),
-        );
-        router(
-            state,
-            HttpLimits {
-                body_bytes: 4096,
-                request_timeout: Duration::from_secs(5),
-            },
-            &[],
         )
-        .unwrap()
+    }
+
+    const LIMITS: HttpLimits = HttpLimits {
+        body_bytes: 4096,
+        request_timeout: Duration::from_secs(5),
+    };
+
+    fn app(keys: &Keys) -> Router {
+        router(state(keys), LIMITS, &[]).unwrap()
     }
 
     fn claims(scope: &str) -> Claims {
@@ -912,25 +1001,7 @@ mod tests {
     #[tokio::test]
     async fn cors_is_off_unless_configured() {
         let k = keys();
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
-            .unwrap();
-        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
-        let state = AppState::new(
-            pool,
-            Arc::new(TokenVerifier::from_public_pems(std::slice::from_ref(&k.public)).unwrap()),
-            Arc::new(TokenSigner::new(&k.private, &k.public, time::Duration::minutes(5)).unwrap()),
-            proto::analytics::v1::analytics_client::AnalyticsClient::with_interceptor(
-                channel,
-                platform::telemetry::GrpcTracePropagation,
-            ),
-            Duration::from_millis(500),
-        );
-        let limits = HttpLimits {
-            body_bytes: 4096,
-            request_timeout: Duration::from_secs(5),
-        };
-        let app = router(state, limits, &["https://app.example".to_owned()]).unwrap();
+        let app = router(state(&k), LIMITS, &["https://app.example".to_owned()]).unwrap();
         let preflight = |origin: &str| {
             Request::options("/v1/overview")
                 .header("origin", origin)
@@ -952,5 +1023,62 @@ mod tests {
             .await
             .unwrap();
         assert!(evil.headers().get("access-control-allow-origin").is_none());
+    }
+
+    #[tokio::test]
+    async fn login_limits_apply_before_any_database_work() {
+        let k = keys();
+        let state = AppState {
+            trusted_proxies: platform::client_addr::TrustedProxies::parse("10.0.0.1").unwrap(),
+            ..state(&k)
+        };
+        let hashing = state.hashing.clone();
+        let app = router(state, LIMITS, &[]).unwrap();
+        let grant = |peer: &str, forwarded: &str, username: &str| {
+            let peer: std::net::SocketAddr = format!("{peer}:4711").parse().unwrap();
+            let body = json!({ "grant_type": "password", "username": username, "password": "x" });
+            let request = Request::post("/v1/auth/token")
+                .header("content-type", "application/json")
+                .header("x-forwarded-for", forwarded)
+                .extension(axum::extract::ConnectInfo(peer))
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let app = app.clone();
+            async move { problem(app.oneshot(request).await.unwrap()).await }
+        };
+        // Malformed usernames are refused without a look-up (there is no database) and
+        // cost the address a failure; an untrusted caller's X-Forwarded-For is ignored.
+        for i in 0..21 {
+            let (status, _) =
+                grant("192.0.2.1", &format!("198.51.100.{i}"), "not an address").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}");
+        }
+        let (status, body) = grant("192.0.2.1", "198.51.100.99", "nobody@acme.example").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        // A trusted proxy's forwarded address is a key of its own.
+        let (status, _) = grant("10.0.0.1", "198.51.100.1", "not an address").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        // Every verification permit taken: 503 with Retry-After at once, no look-up.
+        let held: Vec<_> = std::iter::from_fn(|| hashing.try_acquire().ok()).collect();
+        assert!(!held.is_empty());
+        let response = app
+            .clone()
+            .oneshot(
+                Request::post("/v1/auth/token")
+                    .header("content-type", "application/json")
+                    .extension(axum::extract::ConnectInfo(
+                        "10.0.0.1:1".parse::<std::net::SocketAddr>().unwrap(),
+                    ))
+                    .body(Body::from(
+                        r#"{"grant_type":"password","username":"Someone@Acme.Example","password":"x"}"#,
+                    ))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["retry-after"], "1");
+        let (status, body) = problem(response).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["type"], "https://beacon.dev/problems/busy");
     }
 }

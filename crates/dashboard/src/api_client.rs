@@ -1,10 +1,33 @@
 //! The dashboard's only way to data: the public API, called with the signed-in
-//! user's token. Errors are classified once, here, for every page.
+//! user's token. Errors are classified once, here, for every page. Every call carries
+//! the browser's address in `X-Forwarded-For`, so the API throttles and audits the
+//! person, not the dashboard (it believes the header only because it trusts the
+//! dashboard by configuration).
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
-use axum::http::StatusCode;
+use axum::{
+    extract::Request,
+    http::{StatusCode, header},
+    middleware::Next,
+    response::Response,
+};
+use platform::client_addr::{ClientAddr, X_FORWARDED_FOR};
 use serde::{Serialize, de::DeserializeOwned};
+
+tokio::task_local! {
+    /// The browser's address while a request of it is handled.
+    static BROWSER: IpAddr;
+}
+
+/// Middleware: makes the request's [`ClientAddr`] (resolved by
+/// `platform::client_addr::layer`) the address every API call of it forwards.
+pub async fn forward_client_addr(request: Request, next: Next) -> Response {
+    match request.extensions().get::<ClientAddr>() {
+        Some(&ClientAddr(ip)) => BROWSER.scope(ip, next.run(request)).await,
+        None => next.run(request).await,
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ApiClient {
@@ -22,8 +45,10 @@ pub enum ApiError {
     NotFound,
     /// The API refused the input; `detail` is safe to show (problem+json detail).
     Invalid(String),
-    /// Too many attempts.
-    Throttled,
+    /// Too many attempts, or the API is busy: retry after this many seconds.
+    Throttled {
+        retry_after: u64,
+    },
     /// The API or one of its dependencies is down or slow.
     Unavailable,
 }
@@ -49,6 +74,9 @@ impl ApiClient {
         if let Some(token) = token {
             r = r.bearer_auth(token);
         }
+        if let Ok(ip) = BROWSER.try_with(|ip| *ip) {
+            r = r.header(X_FORWARDED_FOR, ip.to_string());
+        }
         r
     }
 
@@ -64,12 +92,20 @@ impl ApiClient {
                 ApiError::Unavailable
             });
         }
-        Err(match status {
-            StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
-            StatusCode::FORBIDDEN => ApiError::Forbidden,
-            StatusCode::NOT_FOUND => ApiError::NotFound,
-            StatusCode::TOO_MANY_REQUESTS => ApiError::Throttled,
-            s if s.is_client_error() => {
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        Err(match (status, retry_after) {
+            (StatusCode::UNAUTHORIZED, _) => ApiError::Unauthorized,
+            (StatusCode::FORBIDDEN, _) => ApiError::Forbidden,
+            (StatusCode::NOT_FOUND, _) => ApiError::NotFound,
+            (StatusCode::TOO_MANY_REQUESTS, _) | (StatusCode::SERVICE_UNAVAILABLE, Some(_)) => {
+                ApiError::Throttled {
+                    retry_after: retry_after.unwrap_or(1).clamp(1, 3600),
+                }
+            }
+            (s, _) if s.is_client_error() => {
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
                 let detail = body["detail"]
                     .as_str()
@@ -77,7 +113,7 @@ impl ApiClient {
                     .unwrap_or("Invalid input");
                 ApiError::Invalid(detail.chars().take(300).collect())
             }
-            s => {
+            (s, _) => {
                 tracing::warn!(status = s.as_u16(), "api error");
                 ApiError::Unavailable
             }

@@ -14,6 +14,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use platform::{
     admin::Check,
+    client_addr::TrustedProxies,
     config,
     http::{HttpLimits, HttpService},
 };
@@ -31,6 +32,9 @@ pub struct Config {
     pub secure_cookies: bool,
     pub http: HttpLimits,
     pub api_timeout: Duration,
+    /// Proxies in front of the dashboard (the Gateway) whose `X-Forwarded-For` is
+    /// believed; the browser's address so found is forwarded to the API.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Config {
@@ -45,6 +49,7 @@ impl Config {
                 request_timeout: config::millis("BEACON_REQUEST_TIMEOUT_MS", 10_000)?,
             },
             api_timeout: config::millis("BEACON_API_TIMEOUT_MS", 5_000)?,
+            trusted_proxies: TrustedProxies::from_env("BEACON_TRUSTED_PROXIES")?,
         })
     }
 }

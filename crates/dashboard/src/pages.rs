@@ -36,6 +36,7 @@ impl FromRef<AppState> for SecureCookies {
 }
 
 pub fn router(config: &Config, client: reqwest::Client) -> Router {
+    let trusted = config.trusted_proxies.clone();
     let state = AppState {
         api: ApiClient::new(&config.api_url, client),
         secure: config.secure_cookies,
@@ -52,6 +53,13 @@ pub fn router(config: &Config, client: reqwest::Client) -> Router {
         .route("/static/app.css", get(css))
         .route("/csp-report", post(csp_report))
         .with_state(state)
+        .layer(axum::middleware::from_fn(
+            crate::api_client::forward_client_addr,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            trusted,
+            platform::client_addr::layer,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),
@@ -173,11 +181,14 @@ pub(crate) fn api_error(headers: &HeaderMap, e: ApiError) -> Response {
             "Please check your input",
             &detail,
         ),
-        ApiError::Throttled => error_page(
-            headers,
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many requests",
-            "Wait a moment and try again.",
+        ApiError::Throttled { retry_after } => with_retry_after(
+            error_page(
+                headers,
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                &format!("Wait {retry_after} seconds and try again."),
+            ),
+            retry_after,
         ),
         ApiError::Unavailable => error_page(
             headers,
@@ -186,6 +197,13 @@ pub(crate) fn api_error(headers: &HeaderMap, e: ApiError) -> Response {
             "We could not load your figures. Please try again in a moment.",
         ),
     }
+}
+
+fn with_retry_after(mut response: Response, seconds: u64) -> Response {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 // ---------------------------------------------------------------- sign in / out
@@ -263,9 +281,12 @@ async fn login(
         Err(ApiError::Unauthorized | ApiError::Invalid(_)) => {
             retry("Wrong email or password.", StatusCode::UNAUTHORIZED)
         }
-        Err(ApiError::Throttled) => retry(
-            "Too many attempts. Wait a moment and try again.",
-            StatusCode::TOO_MANY_REQUESTS,
+        Err(ApiError::Throttled { retry_after }) => with_retry_after(
+            retry(
+                &format!("Too many attempts. Wait {retry_after} seconds and try again."),
+                StatusCode::TOO_MANY_REQUESTS,
+            ),
+            retry_after,
         ),
         Err(e) => api_error(&headers, e),
     }

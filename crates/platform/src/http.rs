@@ -196,6 +196,7 @@ pub fn with_standard_layers(router: Router, limits: HttpLimits) -> Router {
         )
         .layer(PropagateHeaderLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_invalid_request_id))
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
             header::COOKIE,
@@ -212,6 +213,29 @@ pub fn with_standard_layers(router: Router, limits: HttpLimits) -> Router {
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ))
+}
+
+/// Longest `X-Request-Id` accepted from a caller.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// An incoming request id is kept only if it is 1 to 64 characters of `[A-Za-z0-9-]`
+/// (a UUID, a trace-style id), so it can be logged, stored in the audit log and echoed
+/// without escaping or unbounded size.
+pub fn is_valid_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+}
+
+/// Removes every incoming `X-Request-Id` unless there is exactly one and it is valid;
+/// the service then generates its own.
+async fn drop_invalid_request_id(mut request: Request<Body>) -> Request<Body> {
+    let mut ids = request.headers().get_all(REQUEST_ID).iter();
+    let keep =
+        matches!((ids.next(), ids.next()), (Some(id), None) if is_valid_request_id(id.as_bytes()));
+    if !keep {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
 }
 
 /// Rewrites framework errors that carry no body (413 from the body limit, 504 from the
@@ -385,7 +409,74 @@ impl HttpService {
 mod tests {
     use std::io::Write as _;
 
+    use tower::ServiceExt as _;
+
     use super::*;
+
+    #[test]
+    fn request_ids_are_short_and_plain() {
+        for ok in ["a", "0f8e1c2d-aaaa-4bbb-8ccc-123456789abc", &"x".repeat(64)] {
+            assert!(is_valid_request_id(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            &"x".repeat(65),
+            "a b",
+            "a\nb",
+            "<script>",
+            "id_1",
+            "ä",
+            "a;b",
+        ] {
+            assert!(!is_valid_request_id(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invalid_incoming_request_id_is_replaced() {
+        let app = with_standard_layers(
+            Router::new().route(
+                "/",
+                axum::routing::get(|h: axum::http::HeaderMap| async move {
+                    h.get(REQUEST_ID).unwrap().to_str().unwrap().to_owned()
+                }),
+            ),
+            HttpLimits {
+                body_bytes: 1024,
+                request_timeout: Duration::from_secs(5),
+            },
+        );
+        let call = |ids: &[&str]| {
+            let mut req = Request::get("/");
+            for id in ids {
+                req = req.header(REQUEST_ID, *id);
+            }
+            let app = app.clone();
+            let req = req.body(Body::empty()).unwrap();
+            async move {
+                let response = app.oneshot(req).await.unwrap();
+                let echoed = response.headers()[REQUEST_ID].to_str().unwrap().to_owned();
+                let body = axum::body::to_bytes(response.into_body(), 1024)
+                    .await
+                    .unwrap();
+                assert_eq!(body, echoed.as_bytes(), "the handler sees the id returned");
+                echoed
+            }
+        };
+        assert_eq!(call(&["trace-42"]).await, "trace-42");
+        let long = "a".repeat(65);
+        for ids in [
+            &[long.as_str()][..],
+            &["evil id"],
+            &["a_b"],
+            &["one", "two"],
+        ] {
+            let id = call(ids).await;
+            assert!(uuid::Uuid::parse_str(&id).is_ok(), "{ids:?} became {id}");
+        }
+        let generated = call(&[]).await;
+        assert!(uuid::Uuid::parse_str(&generated).is_ok());
+    }
 
     fn gzip(data: &[u8]) -> axum::body::Bytes {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

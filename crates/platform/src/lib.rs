@@ -11,6 +11,7 @@
 pub mod access;
 pub mod admin;
 pub mod auth;
+pub mod client_addr;
 pub mod config;
 pub mod db;
 pub mod http;

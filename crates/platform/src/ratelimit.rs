@@ -6,6 +6,12 @@
 //!   a client address, an API-key prefix), used by the API's credential endpoints:
 //!   the first `free_failures` failures within `window` cost nothing, every further one
 //!   doubles the wait before the next attempt, up to `max_delay`; a success resets it.
+//!   An attempt is admitted with [`FailureBackoff::begin`] and counts as a failure while
+//!   it runs, so a burst of parallel attempts on one key cannot all start before the
+//!   first failure is recorded.
+//!
+//! [`RateLimiter::sample`] turns the token bucket into a sampler for repetitive records
+//! (one audit row per burst, with the count of those left out).
 //!
 //! Both are in-process and per replica: with N replicas a caller gets up to N times the
 //! allowance, which still bounds abuse of one process (a global limit needs shared
@@ -46,9 +52,14 @@ impl Default for BackoffConfig {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     failures: u32,
+    /// Attempts admitted by [`FailureBackoff::begin`] and not finished yet.
+    in_flight: u32,
     last_failure: Instant,
     blocked_until: Option<Instant>,
 }
+
+/// Wait suggested to a caller refused because its earlier attempts are still running.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);
 
 /// Exponential backoff on failures, per key. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -87,9 +98,79 @@ impl FailureBackoff {
     }
 
     fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        match self.lock().get(key).and_then(|e| e.blocked_until) {
-            Some(until) if until > now => Err(until - now),
-            _ => Ok(()),
+        match self.lock().get(key) {
+            Some(e) => self.verdict(e, now),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether one more attempt may start now: not while blocked, and, once the free
+    /// failures are used up (counting those in flight as failures), not while another
+    /// attempt of the key is still running.
+    fn verdict(&self, e: &Entry, now: Instant) -> Result<(), Duration> {
+        if let Some(until) = e.blocked_until.filter(|u| *u > now) {
+            return Err(until - now);
+        }
+        let failures = if now.duration_since(e.last_failure) >= self.config.window {
+            0
+        } else {
+            e.failures
+        };
+        if e.in_flight > 0 && failures.saturating_add(e.in_flight) >= self.config.free_failures {
+            return Err(IN_FLIGHT_WAIT);
+        }
+        Ok(())
+    }
+
+    /// Admits one attempt of `key`, or says how long to wait. The attempt counts against
+    /// the key until it is finished with [`Attempt::failed`] or [`Attempt::succeeded`]
+    /// (or dropped, which counts as neither).
+    pub fn begin(&self, key: &str) -> Result<Attempt<'_>, Duration> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        if let Some(e) = entries.get(key) {
+            self.verdict(e, now)?;
+        } else {
+            self.make_room(&mut entries, now);
+        }
+        entries
+            .entry(key.to_owned())
+            .or_insert(Entry {
+                failures: 0,
+                in_flight: 0,
+                last_failure: now,
+                blocked_until: None,
+            })
+            .in_flight += 1;
+        Ok(Attempt {
+            backoff: self,
+            key: key.to_owned(),
+        })
+    }
+
+    fn finish(&self, key: &str) {
+        let mut entries = self.lock();
+        if let Some(e) = entries.get_mut(key) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+            if e.in_flight == 0 && e.failures == 0 {
+                entries.remove(key);
+            }
+        }
+    }
+
+    /// Drops expired keys when the map is full, then the least recently failed half.
+    /// Keys with attempts in flight are kept.
+    fn make_room(&self, entries: &mut HashMap<String, Entry>, now: Instant) {
+        let c = self.config;
+        if entries.len() < c.max_keys {
+            return;
+        }
+        entries.retain(|_, e| e.in_flight > 0 || now.duration_since(e.last_failure) < c.window);
+        if entries.len() >= c.max_keys {
+            let mut ages: Vec<Instant> = entries.values().map(|e| e.last_failure).collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() / 2];
+            entries.retain(|_, e| e.in_flight > 0 || e.last_failure > cutoff);
         }
     }
 
@@ -101,18 +182,12 @@ impl FailureBackoff {
     fn failure_at(&self, key: &str, now: Instant) -> Option<Duration> {
         let c = self.config;
         let mut entries = self.lock();
-        if entries.len() >= c.max_keys && !entries.contains_key(key) {
-            entries.retain(|_, e| now.duration_since(e.last_failure) < c.window);
-            if entries.len() >= c.max_keys {
-                // Still full: forget the least recently failed half.
-                let mut ages: Vec<Instant> = entries.values().map(|e| e.last_failure).collect();
-                ages.sort_unstable();
-                let cutoff = ages[ages.len() / 2];
-                entries.retain(|_, e| e.last_failure > cutoff);
-            }
+        if !entries.contains_key(key) {
+            self.make_room(&mut entries, now);
         }
         let entry = entries.entry(key.to_owned()).or_insert(Entry {
             failures: 0,
+            in_flight: 0,
             last_failure: now,
             blocked_until: None,
         });
@@ -131,9 +206,18 @@ impl FailureBackoff {
         Some(delay)
     }
 
-    /// Forgets `key`'s failures (after a successful attempt).
+    /// Forgets `key`'s failures (after a successful attempt); attempts still in flight
+    /// keep counting.
     pub fn success(&self, key: &str) {
-        self.lock().remove(key);
+        let mut entries = self.lock();
+        if let Some(e) = entries.get_mut(key) {
+            if e.in_flight == 0 {
+                entries.remove(key);
+            } else {
+                e.failures = 0;
+                e.blocked_until = None;
+            }
+        }
     }
 
     /// Number of tracked keys.
@@ -143,6 +227,33 @@ impl FailureBackoff {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// An attempt admitted by [`FailureBackoff::begin`]: it counts against its key until
+/// it is finished. Dropping it unfinished (a cancelled request) only releases it.
+#[derive(Debug)]
+#[must_use = "an attempt counts against its key until finished or dropped"]
+pub struct Attempt<'a> {
+    backoff: &'a FailureBackoff,
+    key: String,
+}
+
+impl Attempt<'_> {
+    /// The attempt failed: recorded as a failure of the key; returns the wait imposed.
+    pub fn failed(self) -> Option<Duration> {
+        self.backoff.failure(&self.key)
+    }
+
+    /// The attempt succeeded: the key's failures are forgotten.
+    pub fn succeeded(self) {
+        self.backoff.success(&self.key);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.backoff.finish(&self.key);
     }
 }
 
@@ -180,6 +291,49 @@ mod tests {
     }
 
     #[test]
+    fn attempts_in_flight_count_as_failures() {
+        let b = backoff(10);
+        // Two free failures: at most two attempts of a fresh key may run at once.
+        let first = b.begin("k").unwrap();
+        let second = b.begin("k").unwrap();
+        assert_eq!(b.begin("k").unwrap_err(), IN_FLIGHT_WAIT);
+        assert!(b.begin("other").is_ok(), "keys are independent");
+        assert_eq!(first.failed(), None);
+        // One failure recorded, one attempt running: the free failures are spoken for.
+        assert!(b.begin("k").is_err());
+        drop(second);
+        // Dropped unfinished (a cancelled request): released, not counted.
+        let third = b.begin("k").unwrap();
+        assert_eq!(third.failed(), None);
+        // Free failures used up: one attempt at a time, and it imposes the backoff.
+        let fourth = b.begin("k").unwrap();
+        assert!(b.begin("k").is_err());
+        assert_eq!(fourth.failed(), Some(Duration::from_secs(1)));
+        assert!(
+            b.begin("k").unwrap_err() > Duration::from_millis(900),
+            "blocked"
+        );
+        // A success forgets the failures, and a finished key is not kept.
+        b.success("k");
+        b.begin("k").unwrap().succeeded();
+        assert!(!b.lock().contains_key("k"));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn keys_in_flight_survive_eviction() {
+        let b = backoff(4);
+        let running = b.begin("running").unwrap();
+        let t = Instant::now();
+        for i in 0..100 {
+            b.failure_at(&format!("spray-{i}"), t + Duration::from_secs(i));
+        }
+        assert_eq!(b.lock()["running"].in_flight, 1);
+        drop(running);
+        assert!(!b.lock().contains_key("running"));
+    }
+
+    #[test]
     fn old_failures_are_forgotten_and_memory_is_bounded() {
         let b = backoff(4);
         let t = Instant::now();
@@ -205,6 +359,8 @@ use std::hash::Hash;
 struct Bucket {
     tokens: f64,
     last: Instant,
+    /// Refusals since the last admitted call (for [`RateLimiter::sample`]).
+    refused: u64,
 }
 
 /// `per_second` requests on average, bursts of up to `burst`, per key.
@@ -233,8 +389,21 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     fn check_at(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        self.take(key, now).map(|_| ())
+    }
+
+    /// For records that may repeat without bound (a client hammering a forbidden
+    /// route): `Some(n)` when this one may be written, `n` being how many of the key
+    /// were refused since the last one written (write it with the record); `None` when
+    /// this one is only counted.
+    pub fn sample(&self, key: &K) -> Option<u64> {
+        self.take(key, Instant::now()).ok()
+    }
+
+    /// Takes a token; on success returns the refusals counted since the last success.
+    fn take(&self, key: &K, now: Instant) -> Result<u64, Duration> {
         if self.per_second <= 0.0 {
-            return Ok(());
+            return Ok(0);
         }
         let mut buckets = self
             .buckets
@@ -249,14 +418,16 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         let bucket = buckets.entry(key.clone()).or_insert(Bucket {
             tokens: self.burst,
             last: now,
+            refused: 0,
         });
         let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
         bucket.last = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
-            Ok(())
+            Ok(std::mem::take(&mut bucket.refused))
         } else {
+            bucket.refused = bucket.refused.saturating_add(1);
             Err(Duration::from_secs_f64(
                 (1.0 - bucket.tokens) / self.per_second,
             ))
@@ -298,6 +469,23 @@ mod token_bucket_tests {
         assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn sampling_counts_what_it_leaves_out() {
+        let limiter = RateLimiter::new(1.0, 2);
+        let t0 = Instant::now();
+        assert_eq!(limiter.take(&"a", t0), Ok(0));
+        assert_eq!(limiter.take(&"a", t0), Ok(0));
+        for _ in 0..5 {
+            assert!(limiter.take(&"a", t0).is_err());
+        }
+        assert_eq!(limiter.take(&"b", t0), Ok(0), "keys are independent");
+        // The next record admitted carries the five left out, then the count restarts.
+        assert_eq!(limiter.take(&"a", t0 + Duration::from_secs(1)), Ok(5));
+        assert!(limiter.take(&"a", t0 + Duration::from_secs(1)).is_err());
+        assert_eq!(limiter.take(&"a", t0 + Duration::from_secs(2)), Ok(1));
+        assert_eq!(limiter.sample(&"c"), Some(0));
     }
 
     #[test]

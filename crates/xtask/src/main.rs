@@ -16,9 +16,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the whole product locally: PostgreSQL, migrations, certificates, services, demo data.
-    Up,
+    Up(xtask::up::Options),
     /// Create roles and passwords, and migrate the `beacon` database.
-    Migrate,
+    Migrate(xtask::up::LocalPg),
     /// Generate the development CA, workload certificates and token keys (into .dev/certs).
     Certs,
     /// The layers generated from security/access-model.toml (default: render).
@@ -77,12 +77,35 @@ enum Bench {
     Abuse,
 }
 
+impl Bench {
+    /// The external programs the benchmark runs.
+    fn tools(&self) -> &'static [xtask::bench::Tool] {
+        match self {
+            Self::Analytics { .. } => xtask::bench::analytics::TOOLS,
+            Self::Api(_) => xtask::bench::api::TOOLS,
+            Self::Ingest(_) => xtask::bench::ingest::TOOLS,
+            Self::Abuse => xtask::bench::abuse::TOOLS,
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Cmd::Up => xtask::up::up().await,
-        Cmd::Migrate => {
-            let pg = xtask::up::Postgres::find_or_start().await?;
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse().command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain only: a backtrace (RUST_BACKTRACE) is for panics.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Cmd) -> anyhow::Result<()> {
+    match command {
+        Cmd::Up(options) => xtask::up::up(options).await,
+        Cmd::Migrate(local) => {
+            let pg = xtask::up::Postgres::find_or_start_on(local).await?;
             let result = xtask::up::migrate(&pg, "beacon").await.map(|_| ());
             pg.stop();
             result
@@ -93,11 +116,14 @@ async fn main() -> anyhow::Result<()> {
             println!("wrote {}", dir.display());
             Ok(())
         }
-        Cmd::Bench { .. } if cfg!(debug_assertions) => {
+        Cmd::Bench { which } if cfg!(debug_assertions) => {
+            // `cargo xtask bench` starts here. Before anything is built: the tools it runs.
+            xtask::bench::require_tools(which.tools())?;
             // Numbers from a debug build mean nothing: re-run this command optimised.
             let status = std::process::Command::new(
                 std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
             )
+            .current_dir(xtask::up::workspace_root())
             .args(["run", "--quiet", "--release", "-p", "xtask", "--"])
             .args(std::env::args().skip(1))
             .status()?;

@@ -9,6 +9,9 @@ use std::fmt::Write as _;
 
 use anyhow::Context as _;
 
+/// Nothing beyond cargo and the PostgreSQL at `DATABASE_URL` the tests use.
+pub const TOOLS: &[super::Tool] = &[];
+
 #[derive(Debug, serde::Deserialize)]
 struct Figure {
     scenario: String,

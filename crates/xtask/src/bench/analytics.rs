@@ -24,6 +24,9 @@ use uuid::Uuid;
 
 use crate::up::Postgres;
 
+/// Runs `pgbench` (Debian/Ubuntu: in the server package).
+pub const TOOLS: &[super::Tool] = &[("pgbench", "postgresql")];
+
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub volumes: [u64; 2],

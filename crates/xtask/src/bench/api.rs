@@ -20,6 +20,9 @@ use anyhow::Context as _;
 use platform::tls::{self, TlsFiles};
 use proto::analytics::v1::{DateRange, OverviewRequest, analytics_client::AnalyticsClient};
 
+/// Runs `wrk`.
+pub const TOOLS: &[super::Tool] = &[("wrk", "wrk")];
+
 /// Options of `cargo xtask bench api`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchApi {
@@ -67,29 +70,22 @@ pub async fn run(args: BenchApi) -> anyhow::Result<()> {
         anyhow::ensure!(status.success(), "release benchmark failed");
         return Ok(());
     }
-    Command::new("wrk")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .context("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")?;
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
         "release"
     };
     println!("· building api-stack ({profile})");
-    let mut build = Command::new(&cargo);
-    build
-        .current_dir(&root)
-        .args(["build", "--quiet", "-p", "beacon-e2e", "--bin", "api-stack"]);
+    let mut build = vec!["-p", "beacon-e2e", "--bin", "api-stack"];
     if profile == "release" {
-        build.arg("--release");
+        build.push("--release");
     }
-    anyhow::ensure!(build.status()?.success(), "building api-stack failed");
+    let api_stack = crate::up::cargo_build(&root, &build)?
+        .remove("api-stack")
+        .context("the build made no api-stack executable")?;
 
     println!("· starting the stack and seeding (fresh database)");
-    let mut stack = Command::new(root.join("target").join(profile).join("api-stack"))
+    let mut stack = Command::new(api_stack)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

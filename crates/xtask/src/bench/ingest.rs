@@ -18,7 +18,10 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use super::{build_release, machine, peak_rss_kib};
-use crate::up::{Postgres, dev_dir, migrate, secret_file, workspace_root};
+use crate::up::{Postgres, dev_dir, free_port, migrate, secret_file, workspace_root};
+
+/// Runs `psql` (its `\copy` is the comparison).
+pub const TOOLS: &[super::Tool] = &[("psql", "postgresql-client")];
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
@@ -39,12 +42,6 @@ pub struct Options {
 const DATABASE: &str = "beacon_bench";
 const COLUMNS: &str = "tenant_id, event_id, event_type, occurred_at, campaign, channel, user_key, \
      cost_micros, revenue_micros, currency, utm_source, utm_medium, utm_campaign, utm_term, utm_content";
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 fn spawn(bin: &Path, role: &str, env: &[(&str, String)]) -> anyhow::Result<Child> {
     Command::new(bin)

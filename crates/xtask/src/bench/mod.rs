@@ -7,7 +7,9 @@ pub mod analytics;
 pub mod api;
 pub mod ingest;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
 
 /// Peak resident set size (VmHWM) of a live process, in KiB. Read it before the
 /// process exits: a zombie has no memory map.
@@ -48,21 +50,38 @@ pub fn machine() -> String {
     )
 }
 
+/// An external program a benchmark runs, and the Debian/Ubuntu package that has it.
+pub type Tool = (&'static str, &'static str);
+
+/// Fails unless every tool is on PATH, naming the missing ones and their packages.
+pub fn require_tools(tools: &[Tool]) -> anyhow::Result<()> {
+    let missing: Vec<Tool> = tools
+        .iter()
+        .copied()
+        .filter(|(name, _)| crate::up::find_on_path(name).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = missing
+        .iter()
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+    let mut packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
+    packages.sort_unstable();
+    packages.dedup();
+    anyhow::bail!(
+        "this benchmark runs {}, not found on PATH. Install {} (Debian/Ubuntu: `apt-get \
+         install {}`) and run it again",
+        names.join(" and "),
+        if missing.len() == 1 { "it" } else { "them" },
+        packages.join(" ")
+    )
+}
+
 /// Builds the release binary of `package` and returns its path.
-pub fn build_release(root: &Path, package: &str) -> anyhow::Result<std::path::PathBuf> {
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(root)
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "-p",
-                package,
-                "--bin",
-                package,
-            ])
-            .status()?;
-    anyhow::ensure!(status.success(), "release build of {package} failed");
-    Ok(root.join("target/release").join(package))
+pub fn build_release(root: &Path, package: &str) -> anyhow::Result<PathBuf> {
+    crate::up::cargo_build(root, &["--release", "-p", package, "--bin", package])?
+        .remove(package)
+        .with_context(|| format!("the release build of {package} made no executable"))
 }
