@@ -166,6 +166,47 @@ fn extra_or_missing_flows_are_detected() {
     assert!(diff.iter().any(|d| d.contains("Node -> ")), "{diff:?}");
 }
 
+/// A flow added to the model, rendered by the generator, opens exactly one connection
+/// as computed by this crate's own evaluator: the generator adds nothing else.
+#[test]
+fn a_new_flow_opens_exactly_one_connection() {
+    let old = model();
+    let text = format!(
+        "{}\n[[flows]]\nfrom = \"dashboard\"\nto = \"analytics\"\nport = \"grpc\"\n",
+        platform::access::MODEL_TOML
+    );
+    let new = AccessModel::parse(&text).unwrap();
+    // The rendered overlay with each namespace's generated policies re-rendered from
+    // the new model (the baseline's default deny and DNS stay as rendered).
+    let mut docs = render::prod();
+    let generated: Vec<Value> = xtask::access::generated(&new)
+        .into_iter()
+        .filter(|f| f.path.starts_with("k8s/base/") && f.path.ends_with("/networkpolicy.yaml"))
+        .flat_map(|f| render::parse(&f.contents))
+        .collect();
+    docs.retain(|d| {
+        !(kind(d) == "NetworkPolicy"
+            && generated
+                .iter()
+                .any(|g| name(g) == name(d) && namespace(g) == namespace(d)))
+    });
+    docs.extend(generated);
+    let before = netpol::Network::from_docs(&render::prod()).connectivity(&new);
+    let after = netpol::Network::from_docs(&docs).connectivity(&new);
+    let opened: Vec<_> = after.difference(&before).collect();
+    let dashboard = netpol::Ep::Pod("beacon-dashboard".into(), "dashboard".into());
+    let analytics = netpol::Ep::Pod("beacon-analytics".into(), "analytics".into());
+    assert_eq!(
+        opened,
+        vec![&(dashboard, analytics, "TCP".to_owned(), 50051)],
+        "closed: {:?}",
+        before.difference(&after).collect::<Vec<_>>()
+    );
+    assert!(before.is_subset(&after));
+    assert!(netpol::differences(&docs, &new, false).is_empty());
+    assert!(!netpol::differences(&docs, &old, false).is_empty());
+}
+
 // ------------------------------------------------------------------ RBAC
 
 #[test]

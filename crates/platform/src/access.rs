@@ -91,6 +91,9 @@ pub struct Persona {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Component {
+    /// What it does, in a sentence (for the generated READMEs and docs/ACCESS.md).
+    #[serde(default)]
+    pub description: Option<String>,
     pub namespace: String,
     pub service_account: String,
     #[serde(default)]

@@ -26,6 +26,9 @@ enum Cmd {
         #[command(subcommand)]
         action: Option<xtask::access::Action>,
     },
+    /// Scaffold a new HTTP service: crate, access-model entries, Kubernetes base, overlays,
+    /// and the generated layers.
+    NewService(xtask::new_service::Options),
     /// Fill the git-ignored k8s/overlays/dev/secrets/ (certificates, token keys, passwords)
     /// for the Kubernetes dev overlay. Existing files are kept.
     Secrets,
@@ -176,5 +179,19 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             xtask::seed::seed_running(&mut owner, &api, &ingest, demo.trim()).await
         }
         Cmd::Access { action } => xtask::access::run(action.unwrap_or_default()),
+        Cmd::NewService(options) => {
+            let root = xtask::up::workspace_root();
+            for path in xtask::new_service::scaffold(&root, &options)? {
+                println!(
+                    "wrote {}",
+                    path.strip_prefix(&root).unwrap_or(&path).display()
+                );
+            }
+            println!(
+                "next: cargo build (adds the crate to Cargo.lock), cargo xtask access diff HEAD, \
+                 refresh k8s/nca (k8s/nca/README.md)"
+            );
+            Ok(())
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! and the persona Roles and RoleBindings; the Roles of personas granted the same in
 //! every namespace (SRE) in the namespace-baseline component (`k8s/components/`), which
 //! also holds the hand-written baseline (Namespace, quota, default deny, DNS); and the
-//! dev overlay's kubelet-probe allowance.
+//! dev overlay's kubelet-probe allowance. Each namespace's directory also gets a README
+//! saying what runs there, what it may reach and touch, and what people may do.
 //!
 //! YAML is written as text, not serialised, so that it reads like hand-written YAML
 //! and every rule says which flow of the model it carries.
@@ -34,6 +35,10 @@ pub fn files(model: &AccessModel) -> Vec<Generated> {
             service_accounts(model, ns),
         ));
         out.push(Generated::new(format!("{dir}/rbac.yaml"), rbac(model, ns)));
+        out.push(Generated::new(
+            format!("{dir}/README.md"),
+            readme(model, ns),
+        ));
     }
     out.push(Generated::new(
         "k8s/components/namespace-baseline/rbac.yaml",
@@ -186,7 +191,7 @@ fn rules(entries: Vec<(Peer, u16, String)>) -> Vec<Rule> {
 
 fn flow_comment(model: &AccessModel, f: &Flow) -> String {
     let port = model.components[&f.to].ports[&f.port];
-    let mut s = format!("{} -> {} {} ({port})", f.from, f.to, f.port);
+    let mut s = format!("{} -> {}:{} ({port})", f.from, f.to, f.port);
     if let Some(auth) = &f.auth {
         let _ = write!(s, ": {auth}");
     }
@@ -195,7 +200,7 @@ fn flow_comment(model: &AccessModel, f: &Flow) -> String {
 
 fn write_rules(out: &mut String, key: &str, peers_key: &str, here: &str, rules: &[Rule]) {
     if rules.is_empty() {
-        let _ = writeln!(out, "  {key}: []");
+        let _ = writeln!(out, "  {key}: [] # no flow of the model");
         return;
     }
     let _ = writeln!(out, "  {key}:");
@@ -450,6 +455,113 @@ namespace's baseline.
 {RBAC_INTRO}"
     );
     yaml_file(&intro, &docs)
+}
+
+/// What runs in namespace `ns`, what each workload may reach and touch and who may reach
+/// it, and what people may do there: the model, read for one namespace.
+fn readme(model: &AccessModel, ns: &str) -> String {
+    let mut out = format!(
+        "# {ns}\n\n{}\n{}\n\nHere: `networkpolicy.yaml`, `serviceaccounts.yaml`, `rbac.yaml` and this file are generated;\nthe workloads' YAML is written by hand; the baseline (Namespace, quota, default deny,\nDNS, SRE) is the `k8s/components/namespace-baseline` component.\n",
+        super::GENERATED,
+        super::CHECKED
+    );
+    let port_of = |f: &Flow| model.components[&f.to].ports[&f.port];
+    for (name, c) in model.components.iter().filter(|(_, c)| c.namespace == ns) {
+        let _ = writeln!(out, "\n## {name}\n");
+        if let Some(d) = &c.description {
+            let _ = writeln!(out, "{d}\n");
+        }
+        let _ = writeln!(
+            out,
+            "- identity: `{}` (service account `{}`){}",
+            model.spiffe_id(name).unwrap_or_default(),
+            c.service_account,
+            c.image
+                .as_ref()
+                .map(|i| format!(", image `{}/{i}`", model.product))
+                .unwrap_or_default()
+        );
+        if !c.ports.is_empty() {
+            let ports: Vec<String> = c.ports.iter().map(|(p, n)| format!("{p} {n}")).collect();
+            let _ = writeln!(
+                out,
+                "- listens: {}{}",
+                ports.join(", "),
+                if c.loopback_only {
+                    " (loopback only)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let inbound: Vec<String> = model
+            .flows
+            .iter()
+            .filter(|f| &f.to == name)
+            .map(|f| {
+                let auth = f
+                    .auth
+                    .as_deref()
+                    .map(|a| format!(": {a}"))
+                    .unwrap_or_default();
+                format!("{} on {} ({}){auth}", f.from, f.port, port_of(f))
+            })
+            .collect();
+        let outbound: Vec<String> = model
+            .flows
+            .iter()
+            .filter(|f| &f.from == name)
+            .map(|f| format!("{} {} ({})", f.to, f.port, port_of(f)))
+            .collect();
+        for (what, list) in [("reached by", inbound), ("reaches", outbound)] {
+            let text = if list.is_empty() {
+                "nothing".to_owned()
+            } else {
+                list.join("; ")
+            };
+            let _ = writeln!(out, "- {what}: {text}");
+        }
+        if let Some(callers) = model.grpc.get(name) {
+            let _ = writeln!(
+                out,
+                "- accepts gRPC calls from: {}",
+                callers.allowed_callers.join(", ")
+            );
+        }
+        if let Some(role) = &c.db_role {
+            let spec = &model.database.roles[role];
+            let mut grants: Vec<String> = model
+                .database
+                .tables
+                .iter()
+                .filter_map(|t| spec.grants.get(t).map(|p| format!("{} {t}", p.join(", "))))
+                .collect();
+            grants.extend(spec.functions.iter().map(|f| format!("EXECUTE {f}")));
+            let _ = writeln!(out, "- database role `{role}`: {}", grants.join("; "));
+        }
+    }
+    let _ = writeln!(out, "\n## People\n");
+    let mut any = false;
+    for g in model
+        .kubernetes
+        .grants
+        .iter()
+        .filter(|g| g.namespaces.iter().any(|n| n == ns))
+    {
+        any = true;
+        let group = model.personas[&g.persona].group.as_deref().unwrap_or("");
+        let _ = writeln!(
+            out,
+            "- {} (`{group}`): {} on {}",
+            g.persona,
+            g.verbs.join(", "),
+            g.resources.join(", ")
+        );
+    }
+    if !any {
+        out.push_str("Nobody has Kubernetes permissions here.\n");
+    }
+    out
 }
 
 fn kubelet_probes(model: &AccessModel) -> String {
