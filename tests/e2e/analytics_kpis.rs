@@ -3,15 +3,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use beacon_e2e::Stack;
+use beacon_e2e::{Stack, expected_attribution, same_currency_tenants};
 use domain::{Event, EventType};
 use proto::analytics::v1::{
-    AnomaliesRequest, ChannelsRequest, DateRange, Granularity, Kpi, ListCampaignsRequest,
-    TimeSeriesRequest, Totals,
+    AnomaliesRequest, AttributionRequest, ChannelsRequest, DateRange, Granularity, Kpi,
+    ListCampaignsRequest, OverviewRequest, TimeSeriesRequest, Totals,
 };
 use sqlx::PgPool;
 use time::{Date, Duration, OffsetDateTime};
-use xtask::seed::demo_tenants;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Sums {
@@ -99,7 +98,9 @@ fn expected_anomalies(
 #[sqlx::test(migrations = false)]
 async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
     let stack = Stack::start(admin).await.unwrap();
-    let tenants = demo_tenants("kpi-password");
+    // One currency and the same campaign and channel names for both tenants: only
+    // tenancy keeps B's rows out of A's numbers.
+    let tenants = same_currency_tenants("kpi-password");
     let now = OffsetDateTime::now_utc();
     let seeded = stack.seed(&tenants, &[2_500, 1_200], now).await.unwrap();
 
@@ -132,6 +133,78 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
         }
         let tenant_id = tenant.id.to_string();
         let currency = tenant.currency.to_owned();
+
+        // Overview: the range's totals and the previous period's, whatever it is.
+        let overview = client
+            .get_overview(OverviewRequest {
+                tenant_id: tenant_id.clone(),
+                range: range.clone(),
+                currency: currency.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let total = |from: Date, to: Date| {
+            group_by(&events, from, to, |_| ())
+                .remove(&())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            Sums::of(&overview.current),
+            total(from, to),
+            "{} overview",
+            tenant.name
+        );
+        let previous = overview.previous_range.as_ref().expect("previous range");
+        let parse =
+            |d: &str| Date::parse(d, &time::format_description::well_known::Iso8601::DATE).unwrap();
+        assert_eq!(parse(&previous.to), from.previous_day().unwrap());
+        assert_eq!(
+            Sums::of(&overview.previous),
+            total(parse(&previous.from), parse(&previous.to)),
+            "{} previous period",
+            tenant.name
+        );
+
+        // Attribution per campaign, both models, equals the independent computation.
+        let mut want_attribution: BTreeMap<String, [i64; 4]> = BTreeMap::new();
+        for ((day, campaign, _, cur, model), (conv, rev)) in expected_attribution(&events, 50) {
+            if (from..=to).contains(&day) && cur == currency {
+                let a = want_attribution.entry(campaign).or_default();
+                let i = if model == "last_click" { 0 } else { 2 };
+                a[i] += conv;
+                a[i + 1] += rev;
+            }
+        }
+        let got_attribution: BTreeMap<String, [i64; 4]> = client
+            .get_attribution(AttributionRequest {
+                tenant_id: tenant_id.clone(),
+                range: range.clone(),
+                currency: currency.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .campaigns
+            .into_iter()
+            .map(|c| {
+                (
+                    c.campaign,
+                    [
+                        c.last_click_conversions_micros,
+                        c.last_click_revenue_micros,
+                        c.linear_conversions_micros,
+                        c.linear_revenue_micros,
+                    ],
+                )
+            })
+            .collect();
+        assert!(!want_attribution.is_empty());
+        assert_eq!(
+            got_attribution, want_attribution,
+            "{} attribution",
+            tenant.name
+        );
 
         // Campaigns: every page, sorted by spend, equals the per-campaign sums.
         let want = group_by(&events, from, to, |e| e.campaign.clone());

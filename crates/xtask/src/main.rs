@@ -42,6 +42,9 @@ enum Cmd {
         #[arg(long, default_value = "http://127.0.0.1:8082")]
         ingest: String,
     },
+    /// Apply each mutation of security/mutations.toml to a scratch copy, run the test
+    /// that must catch it, and report caught/missed as a Markdown table.
+    Mutants(xtask::mutants::Options),
     /// Benchmarks (results go in docs/BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -87,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             println!("wrote {}", dir.display());
             Ok(())
         }
+        Cmd::Mutants(options) => xtask::mutants::run(options),
         Cmd::Bench { .. } if cfg!(debug_assertions) => {
             // Numbers from a debug build mean nothing: re-run this command optimised.
             let status = std::process::Command::new(
