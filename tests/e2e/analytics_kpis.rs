@@ -118,6 +118,49 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
     xtask::seed::push(&stack.client, &stack.ingest_url, &seeded[0].1, &spike, 400)
         .await
         .unwrap();
+    // Multi-touch paths, so last-click and linear credit differ per campaign: users who
+    // click two or three campaigns, then convert (the generated data rarely has any).
+    let path_day = now.date() - Duration::days(5);
+    let paths: Vec<Vec<Event>> = seeded
+        .iter()
+        .enumerate()
+        .map(|(t, (events, _))| {
+            let at = |h: u8| path_day.with_hms(h, 0, 0).unwrap().assume_utc();
+            let mut out = Vec::new();
+            for k in 0..(6 + 3 * t) {
+                let user = Some(format!("path-{k}"));
+                let touches = ["Brand Search", "Retargeting", "Newsletter Promo"];
+                for (n, campaign) in touches.iter().take(2 + k % 2).enumerate() {
+                    out.push(Event {
+                        event_id: format!("path-{k}-click-{n}"),
+                        event_type: EventType::Click,
+                        occurred_at: at(8 + n as u8),
+                        campaign: (*campaign).to_owned(),
+                        user_key: user.clone(),
+                        cost_micros: 200_000,
+                        revenue_micros: 0,
+                        ..events[0].clone()
+                    });
+                }
+                out.push(Event {
+                    event_id: format!("path-{k}-conversion"),
+                    event_type: EventType::Conversion,
+                    occurred_at: at(12),
+                    campaign: "Newsletter Promo".to_owned(),
+                    user_key: user,
+                    cost_micros: 0,
+                    revenue_micros: 30_000_000 + k as i64,
+                    ..events[0].clone()
+                });
+            }
+            out
+        })
+        .collect();
+    for ((_, token), path) in seeded.iter().zip(&paths) {
+        xtask::seed::push(&stack.client, &stack.ingest_url, token, path, 400)
+            .await
+            .unwrap();
+    }
     stack.transform().await;
 
     let mut client = stack.analytics_client("api");
@@ -131,6 +174,7 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
         if index == 0 {
             events.extend(spike.iter().cloned());
         }
+        events.extend(paths[index].iter().cloned());
         let tenant_id = tenant.id.to_string();
         let currency = tenant.currency.to_owned();
 

@@ -9,8 +9,10 @@
 //!
 //! Each command's output is kept in `<target>/mutants-logs/<name>.log`.
 //! The scratch copy builds into the current target directory (`CARGO_TARGET_DIR`, or
-//! `target/`), so dependencies are not rebuilt: only the mutated crates and their
-//! dependents are.
+//! `target/`), so dependencies are not rebuilt. Its workspace version is changed
+//! (`0.0.0-mutants`): Cargo names a path crate's artifacts by name, version and path
+//! relative to the workspace, so without it the scratch's (mutated) crates would
+//! overwrite the checkout's, and either tree could pick up the other's as fresh.
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -289,6 +291,18 @@ fn prepare_scratch(root: &Path, scratch: &Path) -> anyhow::Result<()> {
         git(scratch, &["apply", ".mutants.patch"])?;
         std::fs::remove_file(patch)?;
     }
+    let manifest = scratch.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)?;
+    let version = "\nversion = \"";
+    let Some(at) = text.find(version) else {
+        bail!("no workspace version in {}", manifest.display());
+    };
+    let end = at + version.len();
+    let close = end + text[end..].find('"').context("unterminated version")?;
+    std::fs::write(
+        &manifest,
+        format!("{}0.0.0-mutants{}", &text[..end], &text[close..]),
+    )?;
     Ok(())
 }
 
@@ -315,6 +329,8 @@ fn run_test(
         .arg(format!("{command} >.mutants.log 2>&1"))
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target)
+        // Every build there is a one-off: incremental state would only fill the disk.
+        .env("CARGO_INCREMENTAL", "0")
         .spawn()?;
     let started = Instant::now();
     let status = loop {
