@@ -687,10 +687,10 @@ async fn every_form_refuses_a_post_without_its_csrf_token(admin: PgPool) {
         (&revoke_path, vec![]),
     ];
     for (path, fields) in &forms {
-        for (cookie, token) in [
-            (&session_only, "guess"),
-            (&cookies, "guess"),
-            (&cookies, ""),
+        for (which, cookie, token) in [
+            ("session cookie only", &session_only, "guess"),
+            ("both cookies", &cookies, "guess"),
+            ("both cookies", &cookies, ""),
         ] {
             let mut form = fields.clone();
             form.push(("csrf", token));
@@ -702,11 +702,7 @@ async fn every_form_refuses_a_post_without_its_csrf_token(admin: PgPool) {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(
-                r.status(),
-                403,
-                "{path} with csrf={token:?}, cookies {cookie}"
-            );
+            assert_eq!(r.status(), 403, "{path} with csrf={token:?}, {which}");
         }
     }
     let after = sqlx::query_as::<_, (i64, i64, String, bool, i64)>(query)

@@ -268,6 +268,18 @@ fn issue_with_sans(stack: &Stack, sans: Vec<rcgen::SanType>) -> (String, String)
     (cert.pem(), key.serialize_pem())
 }
 
+/// Calls analytics with a certificate holding exactly `sans`, written under `dir`.
+async fn call_with_sans(
+    stack: &Stack,
+    dir: &Path,
+    name: &str,
+    sans: Vec<rcgen::SanType>,
+) -> Result<(), tonic::Status> {
+    let issued = issue_with_sans(stack, sans);
+    let files = write_identity(dir, name, issued, &stack.cert("ca.crt"));
+    call(&stack.analytics_addr, client(files)).await
+}
+
 fn uri(id: &str) -> rcgen::SanType {
     rcgen::SanType::URI(id.try_into().unwrap())
 }
@@ -292,26 +304,16 @@ async fn analytics_refuses_the_api_name_without_its_identity_and_the_pipeline(ad
         cases.push((component.to_owned(), vec![uri(&id), dns(component)]));
     }
     for (name, sans) in cases {
-        let files = write_identity(
-            dir.path(),
-            &name,
-            issue_with_sans(&stack, sans),
-            &stack.cert("ca.crt"),
+        let status = call_with_sans(&stack, dir.path(), &name, sans).await;
+        assert_eq!(
+            status.map_err(|s| s.code()),
+            Err(Code::PermissionDenied),
+            "{name}"
         );
-        let status = call(&stack.analytics_addr, client(files))
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::PermissionDenied, "{name}: {status:?}");
     }
     // The control: the same construction with the api's identity is accepted.
     let api = model.spiffe_id("api").unwrap();
-    let files = write_identity(
-        dir.path(),
-        "control",
-        issue_with_sans(&stack, vec![uri(&api), dns("api")]),
-        &stack.cert("ca.crt"),
-    );
-    call(&stack.analytics_addr, client(files))
+    call_with_sans(&stack, dir.path(), "control", vec![uri(&api), dns("api")])
         .await
         .expect("the api's identity, issued here, is accepted");
 }
@@ -331,15 +333,11 @@ async fn analytics_refuses_a_certificate_with_two_spiffe_ids(admin: PgPool) {
         ("api-first", vec![uri(&api), uri(&dashboard)]),
         ("dashboard-first", vec![uri(&dashboard), uri(&api)]),
     ] {
-        let files = write_identity(
-            dir.path(),
-            name,
-            issue_with_sans(&stack, sans),
-            &stack.cert("ca.crt"),
+        let status = call_with_sans(&stack, dir.path(), name, sans).await;
+        assert_eq!(
+            status.map_err(|s| s.code()),
+            Err(Code::PermissionDenied),
+            "{name}"
         );
-        let status = call(&stack.analytics_addr, client(files))
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::PermissionDenied, "{name}: {status:?}");
     }
 }

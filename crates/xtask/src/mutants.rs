@@ -221,6 +221,19 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         println!("   {outcome:?} in {:.0?}", started.elapsed());
         rows.push((m, outcome, note, started.elapsed()));
     }
+    // The scratch worktree goes; the logs stay.
+    let git_remove = Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["worktree", "remove", "--force"])
+        .arg(&scratch)
+        .status();
+    if !git_remove.is_ok_and(|s| s.success()) {
+        println!(
+            "could not remove the scratch worktree {}",
+            scratch.display()
+        );
+    }
     let mut table = String::from(
         "| mutation | file | test | result | time |\n| --- | --- | --- | --- | --- |\n",
     );
