@@ -245,6 +245,21 @@ impl Stack {
         Ok(out)
     }
 
+    /// A token as the api would sign it (with this stack's signing key), for `tenant`
+    /// with `scope`, valid for `ttl` from now (negative: already expired).
+    pub fn sign_token(&self, tenant: uuid::Uuid, scope: &str, ttl: time::Duration) -> String {
+        let signer = api::credentials::TokenSigner::new(
+            &std::fs::read(self.cert("jwt-signing.key")).expect("signing key"),
+            &std::fs::read(self.cert("jwt-public.pem")).expect("public key"),
+            ttl,
+        )
+        .expect("signer");
+        signer
+            .sign(format!("key:{}", uuid::Uuid::new_v4()), tenant, scope)
+            .expect("sign")
+            .0
+    }
+
     /// A gRPC client of analytics holding `component`'s certificate.
     pub fn analytics_client(
         &self,
@@ -291,4 +306,76 @@ impl Drop for Stack {
     fn drop(&mut self) {
         self.shutdown.trigger();
     }
+}
+
+/// (day, campaign, channel, currency, model) of an `output.attribution` row.
+pub type AttributionKey = (time::Date, String, String, String, String);
+
+/// The transform's default attribution window (pipeline::transform::Settings).
+pub const ATTRIBUTION_WINDOW_DAYS: i64 = 30;
+
+/// Attribution computed from the events alone: for each conversion with a user key,
+/// the clicks of the same tenant and user at most ATTRIBUTION_WINDOW_DAYS before it
+/// (inclusive), ordered by (time, event_id), of which only the `max_clicks` latest
+/// count. last_click: the last one gets everything. linear: each gets 1/n of a
+/// conversion (in millionths) and of the revenue, remainders to the last.
+pub fn expected_attribution(
+    events: &[domain::Event],
+    max_clicks: usize,
+) -> std::collections::BTreeMap<AttributionKey, (i64, i64)> {
+    use domain::{Event, EventType};
+    let mut out: std::collections::BTreeMap<AttributionKey, (i64, i64)> = Default::default();
+    for conv in events
+        .iter()
+        .filter(|e| e.event_type == EventType::Conversion)
+    {
+        let Some(user) = &conv.user_key else { continue };
+        let mut clicks: Vec<&Event> = events
+            .iter()
+            .filter(|k| {
+                k.event_type == EventType::Click
+                    && k.user_key.as_ref() == Some(user)
+                    && k.occurred_at <= conv.occurred_at
+                    && k.occurred_at
+                        >= conv.occurred_at - time::Duration::days(ATTRIBUTION_WINDOW_DAYS)
+            })
+            .collect();
+        if clicks.is_empty() {
+            continue;
+        }
+        clicks.sort_by(|a, b| {
+            (a.occurred_at, a.event_id.as_bytes()).cmp(&(b.occurred_at, b.event_id.as_bytes()))
+        });
+        let clicks = &clicks[clicks.len().saturating_sub(max_clicks)..];
+        let n = clicks.len() as i64;
+        let day = conv.occurred_at.date();
+        let key = |k: &Event, model: &str| {
+            (
+                day,
+                k.campaign.clone(),
+                k.channel.clone(),
+                conv.currency.to_string(),
+                model.to_owned(),
+            )
+        };
+        let last = clicks[clicks.len() - 1];
+        let e = out.entry(key(last, "last_click")).or_default();
+        e.0 += 1_000_000;
+        e.1 += conv.revenue_micros;
+        for (i, k) in clicks.iter().enumerate() {
+            let is_last = i + 1 == clicks.len();
+            let e = out.entry(key(k, "linear")).or_default();
+            e.0 += 1_000_000 / n + if is_last { 1_000_000 % n } else { 0 };
+            e.1 += conv.revenue_micros / n + if is_last { conv.revenue_micros % n } else { 0 };
+        }
+    }
+    out
+}
+
+/// The demo tenants with one currency (and, like every generated data set, the same
+/// campaign and channel names): nothing but tenancy keeps their numbers apart.
+pub fn same_currency_tenants(password: &str) -> [xtask::seed::DemoTenant; 2] {
+    let mut tenants = xtask::seed::demo_tenants(password);
+    tenants[1].currency = tenants[0].currency;
+    tenants
 }

@@ -3,15 +3,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use beacon_e2e::Stack;
+use beacon_e2e::{Stack, expected_attribution, same_currency_tenants};
 use domain::{Event, EventType};
 use proto::analytics::v1::{
-    AnomaliesRequest, ChannelsRequest, DateRange, Granularity, Kpi, ListCampaignsRequest,
-    TimeSeriesRequest, Totals,
+    AnomaliesRequest, AttributionRequest, ChannelsRequest, DateRange, Granularity, Kpi,
+    ListCampaignsRequest, OverviewRequest, TimeSeriesRequest, Totals,
 };
 use sqlx::PgPool;
 use time::{Date, Duration, OffsetDateTime};
-use xtask::seed::demo_tenants;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Sums {
@@ -99,7 +98,9 @@ fn expected_anomalies(
 #[sqlx::test(migrations = false)]
 async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
     let stack = Stack::start(admin).await.unwrap();
-    let tenants = demo_tenants("kpi-password");
+    // One currency and the same campaign and channel names for both tenants: only
+    // tenancy keeps B's rows out of A's numbers.
+    let tenants = same_currency_tenants("kpi-password");
     let now = OffsetDateTime::now_utc();
     let seeded = stack.seed(&tenants, &[2_500, 1_200], now).await.unwrap();
 
@@ -117,6 +118,49 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
     xtask::seed::push(&stack.client, &stack.ingest_url, &seeded[0].1, &spike, 400)
         .await
         .unwrap();
+    // Multi-touch paths, so last-click and linear credit differ per campaign: users who
+    // click two or three campaigns, then convert (the generated data rarely has any).
+    let path_day = now.date() - Duration::days(5);
+    let paths: Vec<Vec<Event>> = seeded
+        .iter()
+        .enumerate()
+        .map(|(t, (events, _))| {
+            let at = |h: u8| path_day.with_hms(h, 0, 0).unwrap().assume_utc();
+            let mut out = Vec::new();
+            for k in 0..(6 + 3 * t) {
+                let user = Some(format!("path-{k}"));
+                let touches = ["Brand Search", "Retargeting", "Newsletter Promo"];
+                for (n, campaign) in touches.iter().take(2 + k % 2).enumerate() {
+                    out.push(Event {
+                        event_id: format!("path-{k}-click-{n}"),
+                        event_type: EventType::Click,
+                        occurred_at: at(8 + n as u8),
+                        campaign: (*campaign).to_owned(),
+                        user_key: user.clone(),
+                        cost_micros: 200_000,
+                        revenue_micros: 0,
+                        ..events[0].clone()
+                    });
+                }
+                out.push(Event {
+                    event_id: format!("path-{k}-conversion"),
+                    event_type: EventType::Conversion,
+                    occurred_at: at(12),
+                    campaign: "Newsletter Promo".to_owned(),
+                    user_key: user,
+                    cost_micros: 0,
+                    revenue_micros: 30_000_000 + k as i64,
+                    ..events[0].clone()
+                });
+            }
+            out
+        })
+        .collect();
+    for ((_, token), path) in seeded.iter().zip(&paths) {
+        xtask::seed::push(&stack.client, &stack.ingest_url, token, path, 400)
+            .await
+            .unwrap();
+    }
     stack.transform().await;
 
     let mut client = stack.analytics_client("api");
@@ -130,8 +174,81 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
         if index == 0 {
             events.extend(spike.iter().cloned());
         }
+        events.extend(paths[index].iter().cloned());
         let tenant_id = tenant.id.to_string();
         let currency = tenant.currency.to_owned();
+
+        // Overview: the range's totals and the previous period's, whatever it is.
+        let overview = client
+            .get_overview(OverviewRequest {
+                tenant_id: tenant_id.clone(),
+                range: range.clone(),
+                currency: currency.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let total = |from: Date, to: Date| {
+            group_by(&events, from, to, |_| ())
+                .remove(&())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            Sums::of(&overview.current),
+            total(from, to),
+            "{} overview",
+            tenant.name
+        );
+        let previous = overview.previous_range.as_ref().expect("previous range");
+        let parse =
+            |d: &str| Date::parse(d, &time::format_description::well_known::Iso8601::DATE).unwrap();
+        assert_eq!(parse(&previous.to), from.previous_day().unwrap());
+        assert_eq!(
+            Sums::of(&overview.previous),
+            total(parse(&previous.from), parse(&previous.to)),
+            "{} previous period",
+            tenant.name
+        );
+
+        // Attribution per campaign, both models, equals the independent computation.
+        let mut want_attribution: BTreeMap<String, [i64; 4]> = BTreeMap::new();
+        for ((day, campaign, _, cur, model), (conv, rev)) in expected_attribution(&events, 50) {
+            if (from..=to).contains(&day) && cur == currency {
+                let a = want_attribution.entry(campaign).or_default();
+                let i = if model == "last_click" { 0 } else { 2 };
+                a[i] += conv;
+                a[i + 1] += rev;
+            }
+        }
+        let got_attribution: BTreeMap<String, [i64; 4]> = client
+            .get_attribution(AttributionRequest {
+                tenant_id: tenant_id.clone(),
+                range: range.clone(),
+                currency: currency.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .campaigns
+            .into_iter()
+            .map(|c| {
+                (
+                    c.campaign,
+                    [
+                        c.last_click_conversions_micros,
+                        c.last_click_revenue_micros,
+                        c.linear_conversions_micros,
+                        c.linear_revenue_micros,
+                    ],
+                )
+            })
+            .collect();
+        assert!(!want_attribution.is_empty());
+        assert_eq!(
+            got_attribution, want_attribution,
+            "{} attribution",
+            tenant.name
+        );
 
         // Campaigns: every page, sorted by spend, equals the per-campaign sums.
         let want = group_by(&events, from, to, |e| e.campaign.clone());

@@ -630,3 +630,89 @@ async fn api_down_gives_a_friendly_page_with_the_request_id_and_not_ready() {
     assert_eq!(health.status(), 200);
     shutdown.trigger();
 }
+
+/// Every form refuses a post without its CSRF token (session cookie alone, or both
+/// cookies and a wrong token in the form), and the refused post changed nothing.
+#[sqlx::test(migrations = false)]
+async fn every_form_refuses_a_post_without_its_csrf_token(admin: PgPool) {
+    let stack = Stack::start(admin).await.unwrap();
+    let t = &demo_tenants("csrf-password")[0];
+    let mut owner = stack.owner().await;
+    xtask::seed::create_tenant(&mut owner, t).await.unwrap();
+    let cookies = sign_in(&stack, &t.admin_email, &t.password).await;
+    let session_only = cookies
+        .split("; ")
+        .find(|c| c.starts_with("beacon_session="))
+        .unwrap()
+        .to_owned();
+    let viewer: uuid::Uuid = sqlx::query_scalar("SELECT id FROM app.users WHERE email = $1")
+        .bind(&t.viewer_email)
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    let key: uuid::Uuid = sqlx::query_scalar("SELECT id FROM app.api_keys WHERE tenant_id = $1")
+        .bind(t.id)
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    let query = "SELECT (SELECT count(*) FROM app.users), (SELECT count(*) FROM app.api_keys),
+                        (SELECT role || coalesce(disabled_at::text, '') FROM app.users WHERE id = $1),
+                        (SELECT revoked_at IS NULL FROM app.api_keys WHERE id = $2),
+                        (SELECT count(*) FROM app.audit_log WHERE outcome = 'success' AND action <> 'login')";
+    let state = sqlx::query_as::<_, (i64, i64, String, bool, i64)>(query)
+        .bind(viewer)
+        .bind(key);
+    let before = state.fetch_one(&mut owner).await.unwrap();
+    let user_path = format!("/admin/users/{viewer}");
+    let revoke_path = format!("/admin/api-keys/{key}/revoke");
+    let forms: [(&str, Vec<(&str, &str)>); 6] = [
+        (
+            "/login",
+            vec![("email", &t.admin_email), ("password", &t.password)],
+        ),
+        ("/logout", vec![]),
+        (
+            "/admin/users",
+            vec![
+                ("email", "new@acme.example"),
+                ("display_name", "New"),
+                ("role", "admin"),
+            ],
+        ),
+        (&user_path, vec![("role", "admin"), ("disabled", "true")]),
+        (
+            "/admin/api-keys",
+            vec![("name", "csrf key"), ("events_write", "on")],
+        ),
+        (&revoke_path, vec![]),
+    ];
+    for (path, fields) in &forms {
+        for (which, cookie, token) in [
+            ("session cookie only", &session_only, "guess"),
+            ("both cookies", &cookies, "guess"),
+            ("both cookies", &cookies, ""),
+        ] {
+            let mut form = fields.clone();
+            form.push(("csrf", token));
+            let r = stack
+                .client
+                .post(format!("{}{path}", stack.dashboard_url))
+                .header("cookie", cookie.as_str())
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403, "{path} with csrf={token:?}, {which}");
+        }
+    }
+    let after = sqlx::query_as::<_, (i64, i64, String, bool, i64)>(query)
+        .bind(viewer)
+        .bind(key)
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(after, before, "a refused form changed something");
+    // Sign-out was refused too: the session still works.
+    let (status, _) = get(&stack, &cookies, "/overview").await;
+    assert_eq!(status, 200);
+}

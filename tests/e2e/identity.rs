@@ -233,3 +233,111 @@ async fn certificates_rotate_without_a_restart(admin: PgPool) {
         .await
         .expect("last good certificate still served");
 }
+
+/// A workload certificate with exactly `sans`, from the stack's CA. (Ca::issue always
+/// writes one SPIFFE id; these identities are the odd ones.)
+fn issue_with_sans(stack: &Stack, sans: Vec<rcgen::SanType>) -> (String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    // The development CA's distinguished name, as xtask::certs writes it.
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "Beacon development CA");
+    ca.distinguished_name
+        .push(DnType::OrganizationName, "Beacon development");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(stack.cert("ca.key")).unwrap()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let now = OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "api");
+    params.subject_alt_names = sans;
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(1);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// Calls analytics with a certificate holding exactly `sans`, written under `dir`.
+async fn call_with_sans(
+    stack: &Stack,
+    dir: &Path,
+    name: &str,
+    sans: Vec<rcgen::SanType>,
+) -> Result<(), tonic::Status> {
+    let issued = issue_with_sans(stack, sans);
+    let files = write_identity(dir, name, issued, &stack.cert("ca.crt"));
+    call(&stack.analytics_addr, client(files)).await
+}
+
+fn uri(id: &str) -> rcgen::SanType {
+    rcgen::SanType::URI(id.try_into().unwrap())
+}
+
+fn dns(name: &str) -> rcgen::SanType {
+    rcgen::SanType::DnsName(name.try_into().unwrap())
+}
+
+/// Valid certificates from the right CA that are not the api: a DNS name "api" with no
+/// SPIFFE id, and the pipeline's identities. Each is PermissionDenied.
+#[sqlx::test(migrations = false)]
+async fn analytics_refuses_the_api_name_without_its_identity_and_the_pipeline(admin: PgPool) {
+    let stack = Stack::start(admin).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = platform::access::AccessModel::load();
+    let mut cases = vec![(
+        "dns-only-api".to_owned(),
+        vec![dns("api"), dns("api.beacon-api.svc"), dns("localhost")],
+    )];
+    for component in ["ingest", "loader", "transform"] {
+        let id = model.spiffe_id(component).unwrap();
+        cases.push((component.to_owned(), vec![uri(&id), dns(component)]));
+    }
+    for (name, sans) in cases {
+        let status = call_with_sans(&stack, dir.path(), &name, sans).await;
+        assert_eq!(
+            status.map_err(|s| s.code()),
+            Err(Code::PermissionDenied),
+            "{name}"
+        );
+    }
+    // The control: the same construction with the api's identity is accepted.
+    let api = model.spiffe_id("api").unwrap();
+    call_with_sans(&stack, dir.path(), "control", vec![uri(&api), dns("api")])
+        .await
+        .expect("the api's identity, issued here, is accepted");
+}
+
+/// A certificate naming two workloads is nobody: refused whichever comes first.
+#[sqlx::test(migrations = false)]
+#[ignore = "fails until issue 12: analytics accepts a certificate if any of its SPIFFE ids is allowed (AllowedCallers::authorize)"]
+async fn analytics_refuses_a_certificate_with_two_spiffe_ids(admin: PgPool) {
+    let stack = Stack::start(admin).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = platform::access::AccessModel::load();
+    let (api, dashboard) = (
+        model.spiffe_id("api").unwrap(),
+        model.spiffe_id("dashboard").unwrap(),
+    );
+    for (name, sans) in [
+        ("api-first", vec![uri(&api), uri(&dashboard)]),
+        ("dashboard-first", vec![uri(&dashboard), uri(&api)]),
+    ] {
+        let status = call_with_sans(&stack, dir.path(), name, sans).await;
+        assert_eq!(
+            status.map_err(|s| s.code()),
+            Err(Code::PermissionDenied),
+            "{name}"
+        );
+    }
+}

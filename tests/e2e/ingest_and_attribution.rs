@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, io::Write as _};
 
-use beacon_e2e::Stack;
+use beacon_e2e::{ATTRIBUTION_WINDOW_DAYS, AttributionKey, Stack, expected_attribution};
 use domain::{Currency, Event, EventType};
 use pipeline::transform::{RunStats, Settings};
 use serde_json::Value;
@@ -179,66 +179,6 @@ async fn csv_gzip_bombs_and_rate_limits(admin: PgPool) {
 
 // ------------------------------------------------------------------ attribution
 
-const WINDOW_DAYS: i64 = 30;
-
-type AttributionKey = (time::Date, String, String, String, String);
-
-/// Attribution computed from the events alone: for each conversion with a user key,
-/// the clicks of the same tenant and user at most WINDOW_DAYS before it (inclusive),
-/// ordered by (time, event_id), of which only the `max_clicks` latest count. last_click:
-/// the last one gets everything. linear: each gets 1/n of a conversion (in millionths)
-/// and of the revenue, remainders to the last.
-fn expected_attribution(
-    events: &[Event],
-    max_clicks: usize,
-) -> BTreeMap<AttributionKey, (i64, i64)> {
-    let mut out: BTreeMap<AttributionKey, (i64, i64)> = BTreeMap::new();
-    for conv in events
-        .iter()
-        .filter(|e| e.event_type == EventType::Conversion)
-    {
-        let Some(user) = &conv.user_key else { continue };
-        let mut clicks: Vec<&Event> = events
-            .iter()
-            .filter(|k| {
-                k.event_type == EventType::Click
-                    && k.user_key.as_ref() == Some(user)
-                    && k.occurred_at <= conv.occurred_at
-                    && k.occurred_at >= conv.occurred_at - Duration::days(WINDOW_DAYS)
-            })
-            .collect();
-        if clicks.is_empty() {
-            continue;
-        }
-        clicks.sort_by(|a, b| {
-            (a.occurred_at, a.event_id.as_bytes()).cmp(&(b.occurred_at, b.event_id.as_bytes()))
-        });
-        let clicks = &clicks[clicks.len().saturating_sub(max_clicks)..];
-        let n = clicks.len() as i64;
-        let day = conv.occurred_at.date();
-        let key = |k: &Event, model: &str| {
-            (
-                day,
-                k.campaign.clone(),
-                k.channel.clone(),
-                conv.currency.to_string(),
-                model.to_owned(),
-            )
-        };
-        let last = clicks[clicks.len() - 1];
-        let e = out.entry(key(last, "last_click")).or_default();
-        e.0 += 1_000_000;
-        e.1 += conv.revenue_micros;
-        for (i, k) in clicks.iter().enumerate() {
-            let is_last = i + 1 == clicks.len();
-            let e = out.entry(key(k, "linear")).or_default();
-            e.0 += 1_000_000 / n + if is_last { 1_000_000 % n } else { 0 };
-            e.1 += conv.revenue_micros / n + if is_last { conv.revenue_micros % n } else { 0 };
-        }
-    }
-    out
-}
-
 async fn actual_attribution(
     owner: &mut PgConnection,
     tenant: Uuid,
@@ -302,7 +242,7 @@ async fn attribution_matches_an_independent_computation_with_late_events(admin: 
     let loader = beacon_e2e::role_pool(&admin, "beacon_loader");
     let transform = beacon_e2e::role_pool(&admin, "beacon_transform");
     let settings = Settings {
-        attribution_window_days: WINDOW_DAYS as i32,
+        attribution_window_days: ATTRIBUTION_WINDOW_DAYS as i32,
         chunk_events: 2_000,
         ..Settings::default()
     };
@@ -518,7 +458,7 @@ async fn attribution_counts_the_n_most_recent_clicks_at_the_edge(admin: PgPool) 
     let loader = beacon_e2e::role_pool(&admin, "beacon_loader");
     let transform = beacon_e2e::role_pool(&admin, "beacon_transform");
     let settings = Settings {
-        attribution_window_days: WINDOW_DAYS as i32,
+        attribution_window_days: ATTRIBUTION_WINDOW_DAYS as i32,
         max_clicks: 3,
         ..Settings::default()
     };
@@ -551,7 +491,7 @@ async fn attribution_counts_the_n_most_recent_clicks_at_the_edge(admin: PgPool) 
         event(
             "w-in",
             Click,
-            conv_at - Duration::days(WINDOW_DAYS),
+            conv_at - Duration::days(ATTRIBUTION_WINDOW_DAYS),
             "EdgeIn",
             Some("edge"),
             0,
@@ -559,7 +499,7 @@ async fn attribution_counts_the_n_most_recent_clicks_at_the_edge(admin: PgPool) 
         event(
             "w-out",
             Click,
-            conv_at - Duration::days(WINDOW_DAYS) - Duration::seconds(1),
+            conv_at - Duration::days(ATTRIBUTION_WINDOW_DAYS) - Duration::seconds(1),
             "EdgeOut",
             Some("edge"),
             0,
@@ -608,7 +548,7 @@ async fn replicas_split_the_work_and_count_each_event_once(admin: PgPool) {
     db::setup(&admin).await.unwrap();
     let loader = beacon_e2e::role_pool(&admin, "beacon_loader");
     let settings = Settings {
-        attribution_window_days: WINDOW_DAYS as i32,
+        attribution_window_days: ATTRIBUTION_WINDOW_DAYS as i32,
         chunk_events: 300,
         ..Settings::default()
     };

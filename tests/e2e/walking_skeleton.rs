@@ -354,6 +354,99 @@ async fn bad_input_is_refused_and_nothing_is_half_written(admin: PgPool) {
     }
 }
 
+/// The loader re-verifies everything itself: a request sent straight to its port, past
+/// ingest, without a token, with a token lacking `events:write`, an expired one, one
+/// signed by another key, or tenant A's token with a tenant field for B, is refused and
+/// stores nothing. The same batch with A's valid token is stored, for A.
+#[sqlx::test(migrations = false)]
+async fn the_loader_trusts_nothing_ingest_says(admin: PgPool) {
+    let stack = Stack::start(admin).await.unwrap();
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let now = OffsetDateTime::now_utc();
+    let events = generate_events(3, 5, 2, "EUR", now);
+    let batch = domain::to_ndjson(&events);
+    let loader = format!("http://127.0.0.1:{}/v1/batches", stack.loader_port);
+    let post = |token: Option<String>, body: String| {
+        let mut r = stack
+            .client
+            .post(&loader)
+            .header("content-type", "application/x-ndjson")
+            .body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let valid = stack.sign_token(a, "events:write", Duration::minutes(5));
+    let other_key = {
+        let dir = tempfile::tempdir().unwrap();
+        xtask::certs::generate(dir.path()).unwrap();
+        let signer = api::credentials::TokenSigner::new(
+            &std::fs::read(dir.path().join("jwt-signing.key")).unwrap(),
+            &std::fs::read(dir.path().join("jwt-public.pem")).unwrap(),
+            Duration::minutes(5),
+        )
+        .unwrap();
+        signer.sign("key:x".into(), a, "events:write").unwrap().0
+    };
+    let sneaky = batch.replace(
+        "{\"event_id\"",
+        &format!("{{\"tenant_id\":\"{b}\",\"event_id\""),
+    );
+    assert_ne!(sneaky, batch);
+    for (what, token, body, status) in [
+        ("no token", None, batch.clone(), 401),
+        (
+            "garbage token",
+            Some("x.y.z".to_owned()),
+            batch.clone(),
+            401,
+        ),
+        (
+            "kpis:read only",
+            Some(stack.sign_token(a, "kpis:read", Duration::minutes(5))),
+            batch.clone(),
+            403,
+        ),
+        (
+            "tenant admin only",
+            Some(stack.sign_token(a, "tenant:admin kpis:read", Duration::minutes(5))),
+            batch.clone(),
+            403,
+        ),
+        (
+            "expired",
+            Some(stack.sign_token(a, "events:write", Duration::minutes(-5))),
+            batch.clone(),
+            401,
+        ),
+        ("another signing key", Some(other_key), batch.clone(), 401),
+        (
+            "A's token, B in the payload",
+            Some(valid.clone()),
+            sneaky,
+            400,
+        ),
+    ] {
+        let r = post(token, body).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{what}");
+    }
+    let mut owner = stack.owner().await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM raw.events")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "a refused request stored events");
+    let r = post(Some(valid), batch).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let tenants: Vec<(uuid::Uuid, i64)> =
+        sqlx::query_as("SELECT tenant_id, count(*) FROM raw.events GROUP BY 1")
+            .fetch_all(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(tenants, vec![(a, events.len() as i64)]);
+}
+
 #[sqlx::test(migrations = false)]
 async fn health_and_readiness_are_on_the_admin_ports(admin: PgPool) {
     let stack = Stack::start(admin).await.unwrap();
@@ -368,14 +461,89 @@ async fn health_and_readiness_are_on_the_admin_ports(admin: PgPool) {
             assert_eq!(r.status(), 200, "{name} {path}");
         }
     }
-    // Not on the public ports.
-    for url in [&stack.api_url, &stack.ingest_url, &stack.dashboard_url] {
-        let r = stack
+    // Not on the public ports, whatever the path. The loader's data port (loopback
+    // only, inside the pod) answers `/healthz` with "ok" and nothing else: it is how
+    // ingest's readiness knows its loader is up (docs/SECURITY.md §6).
+    let loader_url = format!("http://127.0.0.1:{}", stack.loader_port);
+    for url in [
+        &stack.api_url,
+        &stack.ingest_url,
+        &stack.dashboard_url,
+        &loader_url,
+    ] {
+        for path in [
+            "/metrics",
+            "/readyz",
+            "/healthz",
+            "/metrics/",
+            "/v1/metrics",
+        ] {
+            let r = stack
+                .client
+                .get(format!("{url}{path}"))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body = r.text().await.unwrap();
+            if url == &loader_url && path == "/healthz" {
+                assert_eq!((status.as_u16(), body.as_str()), (200, "ok"), "{url}{path}");
+                continue;
+            }
+            assert!(
+                status == 404 || status == 405,
+                "{url}{path} answered {status}: {body}"
+            );
+            assert!(
+                !body.contains("# TYPE") && !body.contains("http_request"),
+                "{url}{path} leaks metrics"
+            );
+        }
+    }
+}
+
+/// `Cache-Control: no-store` (nothing an api or dashboard answer holds may be cached:
+/// tokens, tenant numbers, CSRF tokens) and `Referrer-Policy: no-referrer` on the api
+/// and dashboard, for success, redirect and error answers.
+#[sqlx::test(migrations = false)]
+async fn api_and_dashboard_answers_are_never_cached_nor_leak_referrers(admin: PgPool) {
+    let stack = Stack::start(admin).await.unwrap();
+    let requests = [
+        stack.client.get(format!("{}/v1/openapi.json", stack.api_url)),
+        stack.client.get(format!("{}/v1/overview", stack.api_url)),
+        stack.client.get(format!("{}/v1/nowhere", stack.api_url)),
+        stack
             .client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 404, "{url}/metrics");
+            .post(format!("{}/v1/auth/token", stack.api_url))
+            .json(&serde_json::json!({ "grant_type": "password", "username": "nobody@x.test", "password": "x" })),
+        stack.client.get(format!("{}/login", stack.dashboard_url)),
+        stack.client.get(format!("{}/", stack.dashboard_url)),
+        stack.client.get(format!("{}/overview", stack.dashboard_url)),
+        stack.client.get(format!("{}/nowhere", stack.dashboard_url)),
+    ];
+    for request in requests {
+        let r = request.send().await.unwrap();
+        let what = format!("{} {}", r.url(), r.status());
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            header("cache-control").as_deref(),
+            Some("no-store"),
+            "{what}"
+        );
+        assert_eq!(
+            header("referrer-policy").as_deref(),
+            Some("no-referrer"),
+            "{what}"
+        );
+        assert_eq!(
+            header("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{what}"
+        );
     }
 }

@@ -182,8 +182,14 @@ async fn no_component_role_is_privileged_or_owns_anything(admin: PgPool) {
             .await
             .unwrap();
     assert!(!owner_login);
-    // Row-level security is on and forced on every tenant table.
-    for table in &model.database.tenant_tables {
+    // Row-level security is on and forced on every tenant table, and on the tenants.
+    for table in model
+        .database
+        .tenant_tables
+        .iter()
+        .map(String::as_str)
+        .chain(["app.tenants"])
+    {
         let (enabled, forced): (bool, bool) = sqlx::query_as(
             "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = $1::regclass",
         )
@@ -327,4 +333,282 @@ async fn setup_is_idempotent(admin: PgPool) {
         .await
         .unwrap();
     assert!(db::set_password(&admin, "postgres", "x").await.is_err());
+}
+
+/// Roles that must only ever see the tenant of their transaction. The others with a read
+/// grant (transform, analysts) work across tenants by design.
+const TENANT_BOUND_READERS: [&str; 2] = ["beacon_api", "beacon_analytics"];
+
+/// A row of tenant A and of tenant B in every table that carries tenant data (and in
+/// `app.tenants` itself), written as the owner: the only role that sees every tenant.
+async fn seed_every_tenant_table(admin: &PgPool) -> (Uuid, Uuid) {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut owner = connect_as(admin, db::MIGRATOR_ROLE).await;
+    for (tenant, slug) in [(a, "tenant-a"), (b, "tenant-b")] {
+        // Both tenants share currency and campaign name: only tenancy keeps them apart.
+        sqlx::raw_sql(&format!(
+            "INSERT INTO app.tenants (id, slug, name, currency) VALUES ('{tenant}', '{slug}', '{slug}', 'EUR');
+             INSERT INTO app.users (id, tenant_id, email, display_name, password_hash, role)
+                 VALUES (gen_random_uuid(), '{tenant}', '{slug}@example.test', 'u', 'x', 'admin');
+             INSERT INTO app.api_keys (id, tenant_id, name, prefix, secret_hash, scopes)
+                 VALUES (gen_random_uuid(), '{tenant}', 'k', '{slug}', '\\x00', ARRAY['kpis:read']);
+             INSERT INTO app.audit_log (tenant_id, actor, action, outcome) VALUES ('{tenant}', 'a', 'x', 'success');
+             INSERT INTO app.campaigns (id, tenant_id, name) VALUES (gen_random_uuid(), '{tenant}', 'spring');
+             INSERT INTO raw.events (tenant_id, event_id, event_type, occurred_at, campaign, channel, currency)
+                 VALUES ('{tenant}', 'e1', 'click', now(), 'spring', 'search', 'EUR');
+             INSERT INTO output.daily_campaign_facts (tenant_id, day, campaign, channel, currency, clicks)
+                 VALUES ('{tenant}', current_date, 'spring', 'search', 'EUR', 1);
+             INSERT INTO output.attribution (tenant_id, day, campaign, channel, currency, model, conversions_micros)
+                 VALUES ('{tenant}', current_date, 'spring', 'search', 'EUR', 'last_click', 1000000);
+             INSERT INTO output.attribution_work (tenant_id, day) VALUES ('{tenant}', current_date);"
+        ))
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    }
+    (a, b)
+}
+
+/// The tenant ids `role` sees in `table` with an unfiltered query, in `tenant`'s
+/// transaction (or in none).
+async fn visible_tenants(
+    pool: &PgPool,
+    table: &str,
+    tenant: Option<Uuid>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let column = if table == "app.tenants" {
+        "id"
+    } else {
+        "tenant_id"
+    };
+    let sql = format!("SELECT DISTINCT {column} FROM {table} ORDER BY 1");
+    match tenant {
+        Some(tenant) => {
+            let mut tx = platform::db::begin_for_tenant(pool, tenant).await?;
+            let seen = sqlx::query_scalar(&sql).fetch_all(&mut *tx).await;
+            tx.rollback().await.ok();
+            seen
+        }
+        None => sqlx::query_scalar(&sql).fetch_all(pool).await,
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn tenant_bound_roles_see_only_their_tenant_in_every_table_they_read(admin: PgPool) {
+    db::setup(&admin).await.unwrap();
+    let model = AccessModel::load();
+    let (a, b) = seed_every_tenant_table(&admin).await;
+    let mut tables = model.database.tenant_tables.clone();
+    tables.push("app.tenants".to_owned());
+    let mut probed = 0;
+    for role in TENANT_BOUND_READERS {
+        let pool = platform::db::DbConfig::for_role(&admin.connect_options(), role).pool();
+        for table in tables.iter().filter(|t| model.grants(role, t, "SELECT")) {
+            for (mine, theirs) in [(a, b), (b, a)] {
+                let seen = visible_tenants(&pool, table, Some(mine)).await.unwrap();
+                assert_eq!(
+                    seen,
+                    vec![mine],
+                    "{role} in {mine}'s transaction sees {seen:?} in {table} (not {theirs})"
+                );
+            }
+            let seen = visible_tenants(&pool, table, None).await.unwrap();
+            assert!(
+                seen.is_empty(),
+                "{role} outside a tenant transaction sees {seen:?} in {table}"
+            );
+            probed += 1;
+        }
+        pool.close().await;
+    }
+    // api: tenants, users, api_keys, audit_log, campaigns; analytics: facts, attribution.
+    assert_eq!(
+        probed, 7,
+        "the model's read grants changed: review this test"
+    );
+
+    // The transform's queues: the loader fills raw.batches through the trigger only for
+    // the tenant of its transaction and can neither read nor forge it; the tenant-bound
+    // roles cannot touch either queue.
+    let loader = platform::db::DbConfig::for_role(&admin.connect_options(), "beacon_loader").pool();
+    for table in ["raw.batches", "output.attribution_work"] {
+        for role in ["beacon_loader", "beacon_api", "beacon_analytics"] {
+            let pool = platform::db::DbConfig::for_role(&admin.connect_options(), role).pool();
+            let err = visible_tenants(&pool, table, Some(a)).await.unwrap_err();
+            assert!(
+                err.to_string().contains("permission denied"),
+                "{role} {table}: {err}"
+            );
+            pool.close().await;
+        }
+    }
+    let mut tx = platform::db::begin_for_tenant(&loader, a).await.unwrap();
+    let err =
+        sqlx::query("INSERT INTO raw.batches (tenant_id, loaded_xid, events) VALUES ($1, '1', 1)")
+            .bind(b)
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    drop(tx);
+    let mut tx = platform::db::begin_for_tenant(&loader, a).await.unwrap();
+    sqlx::query(
+        "INSERT INTO raw.events (tenant_id, event_id, event_type, occurred_at, campaign, channel, currency)
+         VALUES ($1, 'e2', 'click', now(), 'spring', 'search', 'EUR'), ($1, 'e3', 'click', now(), 'spring', 'search', 'EUR')",
+    )
+    .bind(a)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let queued: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT tenant_id, events FROM raw.batches
+         WHERE loaded_xid = (SELECT loaded_xid FROM raw.events WHERE event_id = 'e2')",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(queued, vec![(a, 2)]);
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_tenant_setting_never_outlives_its_transaction_on_a_reused_connection(admin: PgPool) {
+    db::setup(&admin).await.unwrap();
+    let (a, _) = seed_every_tenant_table(&admin).await;
+    // One connection: every transaction below runs on the same backend.
+    let mut config = platform::db::DbConfig::for_role(&admin.connect_options(), "beacon_analytics");
+    config.max_connections = 1;
+    let pool = config.pool();
+    let backend = || async {
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let first = backend().await;
+    for commit in [true, false] {
+        let mut tx = platform::db::begin_for_tenant(&pool, a).await.unwrap();
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM output.attribution")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(seen, 1);
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+        let (setting, leaked): (Option<String>, i64) = sqlx::query_as(
+            "SELECT NULLIF(current_setting('beacon.tenant_id', true), ''), (SELECT count(*) FROM output.attribution)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            (setting.as_deref(), leaked),
+            (None, 0),
+            "the tenant setting leaked past {}",
+            if commit { "commit" } else { "rollback" }
+        );
+    }
+    assert_eq!(
+        backend().await,
+        first,
+        "the pool did not reuse its connection"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn no_component_can_create_in_any_schema_nor_holds_column_grants(admin: PgPool) {
+    db::setup(&admin).await.unwrap();
+    let model = AccessModel::load();
+    for role in db::COMPONENT_ROLES {
+        let mut conn = connect_as(&admin, role).await;
+        for schema in ["app", "raw", "output", "public"] {
+            for sql in [
+                format!("CREATE TABLE {schema}.x (a int)"),
+                format!("CREATE VIEW {schema}.x AS SELECT 1 AS a"),
+                format!("CREATE FUNCTION {schema}.x() RETURNS int LANGUAGE sql AS 'SELECT 1'"),
+            ] {
+                let err = sqlx::raw_sql(&sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect_err(&sql);
+                assert!(
+                    err.to_string().contains("permission denied"),
+                    "{role}: {sql}: {err}"
+                );
+            }
+            let create: bool = sqlx::query_scalar("SELECT has_schema_privilege($1, $2, 'CREATE')")
+                .bind(role)
+                .bind(schema)
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+            assert!(!create, "{role} may CREATE in {schema}");
+        }
+        for sql in [
+            "CREATE TEMP TABLE x (a int)",
+            "CREATE TEMP VIEW x AS SELECT 1",
+        ] {
+            let err = sqlx::raw_sql(sql).execute(&mut conn).await.expect_err(sql);
+            assert!(
+                err.to_string().contains("permission denied"),
+                "{role}: {sql}: {err}"
+            );
+        }
+        conn.close().await.ok();
+    }
+    // The model grants whole tables only: no column carries a grant of its own, and every
+    // column's effective privileges are exactly the table's in the model.
+    let column_grants: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%s.%s.%s: %s', n.nspname, c.relname, a.attname, a.attacl::text)
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = ANY($1) AND a.attacl IS NOT NULL ORDER BY 1",
+    )
+    .bind(&model.database.schemas)
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert!(
+        column_grants.is_empty(),
+        "column-level grants: {column_grants:?}"
+    );
+    let mut mismatches = Vec::new();
+    for role in model.database.roles.keys() {
+        for table in &model.database.tables {
+            let columns: Vec<String> = sqlx::query_scalar(
+                "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+            )
+            .bind(table)
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+            for column in &columns {
+                for privilege in ["SELECT", "INSERT", "UPDATE", "REFERENCES"] {
+                    let expected =
+                        privilege != "REFERENCES" && model.grants(role, table, privilege);
+                    let actual: bool =
+                        sqlx::query_scalar("SELECT has_column_privilege($1, $2, $3, $4)")
+                            .bind(role)
+                            .bind(table)
+                            .bind(column)
+                            .bind(privilege)
+                            .fetch_one(&admin)
+                            .await
+                            .unwrap();
+                    if actual != expected {
+                        mismatches.push(format!(
+                            "{role} {privilege} ({column}) ON {table}: {actual}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "column privileges differ from the model:\n{}",
+        mismatches.join("\n")
+    );
 }

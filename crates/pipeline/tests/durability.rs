@@ -71,6 +71,9 @@ struct Tally {
     accepted: u64,
     duplicates: u64,
     failures: u64,
+    /// Answers that do not account for their batch: accepted + duplicates is not the
+    /// batch's size, or duplicates without an earlier failed attempt of that batch.
+    unaccounted: Vec<String>,
 }
 
 #[sqlx::test(migrations = false)]
@@ -167,7 +170,7 @@ async fn acknowledged_events_survive_sigkill_of_loader_and_ingest(admin: PgPool)
             tokio::spawn(async move {
                 for (ids, body) in batches.iter().skip(k).step_by(2) {
                     let mut ok = false;
-                    for _ in 0..400 {
+                    for attempt in 0..400 {
                         let r = client
                             .post(&url)
                             .bearer_auth(&token)
@@ -179,8 +182,18 @@ async fn acknowledged_events_survive_sigkill_of_loader_and_ingest(admin: PgPool)
                             Ok(r) if r.status().is_success() => {
                                 let v: serde_json::Value = r.json().await.unwrap_or_default();
                                 let mut t = tally.lock().unwrap();
-                                t.accepted += v["accepted"].as_u64().unwrap_or(0);
-                                t.duplicates += v["duplicates"].as_u64().unwrap_or(0);
+                                let accepted = v["accepted"].as_u64().unwrap_or(0);
+                                let duplicates = v["duplicates"].as_u64().unwrap_or(0);
+                                // Duplicates come only from an earlier attempt of this
+                                // batch that was stored but whose answer was lost.
+                                if accepted + duplicates != ids.len() as u64
+                                    || (duplicates > 0 && attempt == 0)
+                                {
+                                    t.unaccounted
+                                        .push(format!("{}: attempt {attempt}, {v}", ids[0]));
+                                }
+                                t.accepted += accepted;
+                                t.duplicates += duplicates;
                                 t.acked.extend(ids.iter().cloned());
                                 ok = true;
                                 break;
@@ -264,6 +277,11 @@ async fn acknowledged_events_survive_sigkill_of_loader_and_ingest(admin: PgPool)
     .fetch_all(&admin)
     .await
     .unwrap();
+    assert!(
+        tally.unaccounted.is_empty(),
+        "answers that do not account for their batch: {:?}",
+        tally.unaccounted
+    );
     let twice: Vec<_> = rows.iter().filter(|(_, n)| *n != 1).collect();
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
     let stored: HashSet<String> = rows.into_iter().map(|(id, _)| id).collect();

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod bench;
 pub mod certs;
+pub mod mutants;
 pub mod new_service;
 pub mod secrets;
 pub mod seed;

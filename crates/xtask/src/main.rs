@@ -48,6 +48,9 @@ enum Cmd {
         #[arg(long, default_value = "http://127.0.0.1:8082")]
         ingest: String,
     },
+    /// Apply each mutation of security/mutations.toml to a scratch copy, run the test
+    /// that must catch it, and report caught/missed as a Markdown table.
+    Mutants(xtask::mutants::Options),
     /// Benchmarks (results go in docs/BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -116,6 +119,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             println!("wrote {}", dir.display());
             Ok(())
         }
+        Cmd::Mutants(options) => xtask::mutants::run(options),
         Cmd::Bench { which } if cfg!(debug_assertions) => {
             // `cargo xtask bench` starts here. Before anything is built: the tools it runs.
             xtask::bench::require_tools(which.tools())?;
