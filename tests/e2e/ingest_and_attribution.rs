@@ -609,3 +609,140 @@ async fn replicas_split_the_work_and_count_each_event_once(admin: PgPool) {
         );
     }
 }
+
+/// A tenant-day whose attribution exceeds its budget is set aside (attempts counted,
+/// retried after a backoff, the error kept) while another tenant's day advances in the
+/// same run; once the obstacle is gone the retry succeeds and nothing is left queued.
+#[sqlx::test(migrations = false)]
+async fn a_day_over_its_budget_is_set_aside_while_the_others_advance(admin: PgPool) {
+    db::setup(&admin).await.unwrap();
+    let loader = beacon_e2e::role_pool(&admin, "beacon_loader");
+    let transform = beacon_e2e::role_pool(&admin, "beacon_transform");
+    let settings = Settings {
+        attribution_window_days: ATTRIBUTION_WINDOW_DAYS as i32,
+        day_budget: std::time::Duration::from_millis(300),
+        retry_base: std::time::Duration::from_secs(2),
+        retry_max: std::time::Duration::from_secs(2),
+        ..Settings::default()
+    };
+    let mut owner = beacon_e2e::owner_connection(&admin).await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let at = (OffsetDateTime::now_utc() - Duration::days(2))
+        .replace_time(time::Time::from_hms(12, 0, 0).unwrap());
+    let load = |tenant: Uuid, events: Vec<Event>| {
+        let loader = loader.clone();
+        async move {
+            pipeline::loader::insert_batch(&loader, tenant, &events)
+                .await
+                .unwrap();
+        }
+    };
+    let last_click = |tenant: Uuid| {
+        let admin = admin.clone();
+        async move {
+            let mut owner = beacon_e2e::owner_connection(&admin).await;
+            actual_attribution(&mut owner, tenant)
+                .await
+                .iter()
+                .filter(|((.., m), _)| m == "last_click")
+                .map(|(_, v)| v.0)
+                .sum::<i64>()
+        }
+    };
+    for (tenant, p) in [(a, "a"), (b, "b")] {
+        load(
+            tenant,
+            vec![
+                event(
+                    &format!("{p}-k"),
+                    EventType::Click,
+                    at - Duration::hours(1),
+                    "C",
+                    Some("u"),
+                    0,
+                ),
+                event(
+                    &format!("{p}-v1"),
+                    EventType::Conversion,
+                    at,
+                    "C",
+                    Some("u"),
+                    0,
+                ),
+            ],
+        )
+        .await;
+    }
+    let first = pipeline::transform::run_once_with(&transform, &settings)
+        .await
+        .unwrap();
+    assert_eq!((first.attribution_days, first.days_set_aside), (2, 0));
+
+    // A second conversion for each tenant on the same day; A's attribution rows are
+    // held by another session, so A's recomputation cannot finish within its budget.
+    for (tenant, p) in [(a, "a"), (b, "b")] {
+        load(
+            tenant,
+            vec![event(
+                &format!("{p}-v2"),
+                EventType::Conversion,
+                at + Duration::minutes(5),
+                "C",
+                Some("u"),
+                0,
+            )],
+        )
+        .await;
+    }
+    sqlx::raw_sql(&format!(
+        "BEGIN; SELECT * FROM output.attribution WHERE tenant_id = '{a}' FOR UPDATE;"
+    ))
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    let second = pipeline::transform::run_once_with(&transform, &settings)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            second.events,
+            second.attribution_days,
+            second.days_set_aside
+        ),
+        (2, 1, 1),
+        "B advanced, A was set aside: {second:?}"
+    );
+    assert_eq!(
+        last_click(b).await,
+        2_000_000,
+        "B's day counts both conversions"
+    );
+    let (attempts, waits, error): (i32, bool, String) = sqlx::query_as(
+        "SELECT attempts, not_before > now(), coalesce(last_error, '')
+         FROM output.attribution_work WHERE tenant_id = $1",
+    )
+    .bind(a)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!((attempts, waits), (1, true));
+    assert!(error.contains("statement timeout"), "{error}");
+
+    // The obstacle goes; after the backoff the retry succeeds.
+    sqlx::raw_sql("ROLLBACK").execute(&mut owner).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let third = pipeline::transform::run_once_with(&transform, &settings)
+        .await
+        .unwrap();
+    assert_eq!((third.attribution_days, third.days_set_aside), (1, 0));
+    assert_eq!(
+        last_click(a).await,
+        2_000_000,
+        "A's day counts both conversions"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM output.attribution_work")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}

@@ -256,8 +256,11 @@ pub async fn run_once_with(pool: &PgPool, settings: &Settings) -> anyhow::Result
         let (tenant, result) = joined?;
         busy.remove(&tenant);
         match result {
-            Ok(stats) if stats == RunStats::default() => {
+            // A turn that took nothing or only set a day aside: done for this run
+            // (a set-aside day waits for its backoff, whatever the settings say).
+            Ok(stats) if stats.chunks == 0 && stats.attribution_days == 0 => {
                 idle.insert(tenant);
+                total += stats;
             }
             Ok(stats) => total += stats,
             // One tenant's failure does not stop the others: reported after the run.
