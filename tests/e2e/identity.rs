@@ -320,7 +320,6 @@ async fn analytics_refuses_the_api_name_without_its_identity_and_the_pipeline(ad
 
 /// A certificate naming two workloads is nobody: refused whichever comes first.
 #[sqlx::test(migrations = false)]
-#[ignore = "fails until issue 12: analytics accepts a certificate if any of its SPIFFE ids is allowed (AllowedCallers::authorize)"]
 async fn analytics_refuses_a_certificate_with_two_spiffe_ids(admin: PgPool) {
     let stack = Stack::start(admin).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -332,6 +331,13 @@ async fn analytics_refuses_a_certificate_with_two_spiffe_ids(admin: PgPool) {
     for (name, sans) in [
         ("api-first", vec![uri(&api), uri(&dashboard)]),
         ("dashboard-first", vec![uri(&dashboard), uri(&api)]),
+        ("api-twice", vec![uri(&api), uri(&api)]),
+        // One SPIFFE id plus another URI: a workload certificate has exactly one URI.
+        ("api-and-https", vec![uri(&api), uri("https://api.example")]),
+        (
+            "api-as-https",
+            vec![uri("https://beacon.local/ns/beacon-api/sa/api")],
+        ),
     ] {
         let status = call_with_sans(&stack, dir.path(), name, sans).await;
         assert_eq!(
@@ -340,4 +346,176 @@ async fn analytics_refuses_a_certificate_with_two_spiffe_ids(admin: PgPool) {
             "{name}"
         );
     }
+}
+
+/// An analytics server with `server` files (and reflection on or off), served until the
+/// stack stops; returns its address.
+async fn analytics_with(stack: &Stack, server: TlsFiles, reflection: bool) -> String {
+    let app = analytics::App::build(analytics::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: "127.0.0.1:0".parse().unwrap(),
+        db: stack.db("beacon_analytics"),
+        tls: server,
+        request_timeout: Duration::from_secs(5),
+        bounds: analytics::Bounds::default(),
+        reflection,
+    })
+    .await
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped(stack.shutdown.clone()));
+    addr
+}
+
+/// The api checks analytics' workload identity, not only its name: a server with a
+/// valid certificate from the same CA for the name `analytics`, but another workload's
+/// SPIFFE id (the dashboard's), is refused in the handshake, so the api never sends it
+/// a tenant's query. The control: the stack's own api, with the real analytics, is ready.
+#[sqlx::test(migrations = false)]
+async fn api_refuses_an_analytics_server_with_the_right_name_but_another_identity(admin: PgPool) {
+    let stack = Stack::start(admin).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = platform::access::AccessModel::load();
+    let now = OffsetDateTime::now_utc();
+    let ca = Ca::from_files(&stack.cert("ca.crt"), &stack.cert("ca.key")).unwrap();
+    let impostor = ca
+        .issue(
+            &model.spiffe_id("dashboard").unwrap(),
+            &xtask::certs::dns_names(&model, "analytics"),
+            now - time::Duration::hours(1),
+            now + time::Duration::days(1),
+        )
+        .unwrap();
+    let impostor = write_identity(dir.path(), "impostor", impostor, &stack.cert("ca.crt"));
+    let impostor_addr = analytics_with(&stack, impostor, false).await;
+
+    let api = api::App::build(stack.api_config(impostor_addr))
+        .await
+        .unwrap();
+    let (api_port, api_admin) = (api.port(), api.admin_port());
+    tokio::spawn(api.run_until_stopped(stack.shutdown.clone()));
+    let ready = |port: u16| {
+        let client = stack.client.clone();
+        async move {
+            client
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let real_api_admin = stack
+        .admin_ports
+        .iter()
+        .find(|(name, _)| *name == "api")
+        .unwrap()
+        .1;
+    assert_eq!(ready(real_api_admin).await, 200, "control: the real pair");
+    assert_eq!(ready(api_admin).await, 503, "the impostor is not analytics");
+
+    // A tenant's KPI request through that api fails instead of reaching the impostor.
+    let tenant = &xtask::seed::demo_tenants("irrelevant-password")[0];
+    xtask::seed::create_tenant(&mut stack.owner().await, tenant)
+        .await
+        .unwrap();
+    let token = stack.sign_token(tenant.id, "kpis:read", time::Duration::minutes(5));
+    let overview = |base: String| {
+        let (client, token) = (stack.client.clone(), token.clone());
+        async move {
+            client
+                .get(format!("{base}/v1/overview"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(overview(stack.api_url.clone()).await, 200, "control");
+    let status = overview(format!("http://127.0.0.1:{api_port}")).await;
+    assert!(status.is_server_error(), "{status}");
+}
+
+/// gRPC health and reflection answer only the allowed identity, like the KPI service:
+/// the dashboard's valid certificate gets PermissionDenied from both (reflection on);
+/// the api gets SERVING, and reflection answers it (it is not Unimplemented, as it is
+/// on a server with reflection off).
+#[sqlx::test(migrations = false)]
+async fn grpc_health_and_reflection_are_behind_the_identity_check(admin: PgPool) {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let stack = Stack::start(admin).await.unwrap();
+    let with_reflection = analytics_with(&stack, stack.tls_files("analytics"), true).await;
+
+    let channel = |addr: &str, who: &str| {
+        tls::grpc_channel(
+            addr,
+            "analytics",
+            client(stack.tls_files(who)),
+            Duration::from_secs(3),
+        )
+        .unwrap()
+    };
+    let health = |addr: String, who: &'static str| {
+        let channel = channel(&addr, who);
+        async move {
+            HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await
+                .map(|r| r.into_inner().status)
+        }
+    };
+    // A unary call on the reflection method's path: enough to see who answers it.
+    let reflection = |addr: String, who: &'static str| {
+        let channel = channel(&addr, who);
+        async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let codec = tonic_prost::ProstCodec::<
+                HealthCheckRequest,
+                tonic_health::pb::HealthCheckResponse,
+            >::default();
+            grpc.unary(
+                tonic::Request::new(HealthCheckRequest::default()),
+                tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                ),
+                codec,
+            )
+            .await
+            .map(|_| ())
+        }
+    };
+
+    for addr in [stack.analytics_addr.clone(), with_reflection.clone()] {
+        let denied = health(addr.clone(), "dashboard").await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        let serving = health(addr, "api").await.expect("api may ask for health");
+        assert_eq!(
+            serving,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+    let denied = reflection(with_reflection.clone(), "dashboard")
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let off = reflection(stack.analytics_addr.clone(), "api")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        off.code(),
+        Code::Unimplemented,
+        "reflection is off: {off:?}"
+    );
+    let answered = reflection(with_reflection, "api").await;
+    assert!(
+        !matches!(
+            answered.as_ref().map_err(tonic::Status::code),
+            Err(Code::PermissionDenied | Code::Unimplemented)
+        ),
+        "the api reaches reflection when it is on: {answered:?}"
+    );
 }

@@ -112,12 +112,15 @@ impl App {
             None
         };
         let incoming = tls::incoming(self.listener, self.tls, Duration::from_secs(5));
+        // Every gRPC service on this port, health and reflection included, answers only
+        // the allowed workload identities (the Kubernetes probes use the admin port).
         let server = tonic::transport::Server::builder()
             .timeout(self.config.request_timeout)
             .layer(platform::telemetry::grpc_trace_layer())
+            .layer(tonic::service::InterceptorLayer::new(self.callers))
             .add_service(health_service)
             .add_optional_service(reflection)
-            .add_service(AnalyticsServer::with_interceptor(service, self.callers))
+            .add_service(AnalyticsServer::new(service))
             .serve_with_incoming_shutdown(incoming, shutdown.wait());
         platform::shutdown::drain(&shutdown, Duration::from_secs(10), server)
             .await

@@ -292,7 +292,13 @@ impl App {
             )
         })?;
 
-        let client_tls = tls::Reloading::new(config.tls.clone(), tls::client_config)?;
+        // Analytics must prove its workload identity (the access model's), not only the
+        // DNS name it is called by.
+        let analytics_id = platform::access::AccessModel::load()
+            .spiffe_id("analytics")
+            .ok_or_else(|| anyhow::anyhow!("the access model has no analytics component"))?;
+        let client_tls =
+            tls::Reloading::new(config.tls.clone(), tls::client_config_for(&analytics_id))?;
         let channel = tls::grpc_channel(
             &config.analytics_addr,
             &config.analytics_server_name,

@@ -96,7 +96,9 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
     Ok(Arc::new(config))
 }
 
-/// TLS 1.3 client config presenting our certificate and trusting only the CA.
+/// TLS 1.3 client config presenting our certificate and trusting only the CA; the
+/// server is checked by DNS name only. A service calling a workload uses
+/// [`client_config_for`], which also checks the server's SPIFFE id.
 pub fn client_config(files: &TlsFiles) -> anyhow::Result<Arc<ClientConfig>> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -107,11 +109,101 @@ pub fn client_config(files: &TlsFiles) -> anyhow::Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
+/// Like [`client_config`], and the server must also prove it is the workload
+/// `server_id`: its certificate's one SPIFFE id (see [`spiffe_identity`]) must equal it.
+/// A certificate from the right CA for the right DNS name but another workload's
+/// identity fails the handshake, before any request is sent.
+pub fn client_config_for(
+    server_id: &str,
+) -> impl Fn(&TlsFiles) -> anyhow::Result<Arc<ClientConfig>> + Send + Sync + 'static {
+    let server_id = server_id.to_owned();
+    move |files| {
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots(&files.ca)?,
+            provider(),
+        )
+        .build()
+        .context("cannot build server verifier")?;
+        let verifier = Arc::new(ServerIdentity {
+            webpki,
+            expected: server_id.clone(),
+        });
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(load_certs(&files.cert)?, load_key(&files.key)?)
+            .context("certificate and key do not match")?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// The WebPKI checks (chain to the CA, validity, DNS name), then the SPIFFE id.
+#[derive(Debug)]
+struct ServerIdentity {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    expected: String,
+}
+
+impl rustls::client::danger::ServerCertVerifier for ServerIdentity {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        match spiffe_identity(end_entity.as_ref()) {
+            Ok(id) if id == self.expected => Ok(verified),
+            presented => {
+                tracing::warn!(expected = %self.expected, ?presented, "server is not the expected workload");
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// How a [`Reloading`] config is built from its files.
+type Build<T> = Box<dyn Fn(&TlsFiles) -> anyhow::Result<Arc<T>> + Send + Sync>;
+
 /// A TLS config rebuilt from its files when they change. A broken rotation (say the
 /// key written before the certificate) keeps the last good config and logs a warning.
 pub struct Reloading<T> {
     files: TlsFiles,
-    build: fn(&TlsFiles) -> anyhow::Result<Arc<T>>,
+    build: Build<T>,
     state: Mutex<ReloadState<T>>,
 }
 
@@ -132,13 +224,13 @@ impl<T> std::fmt::Debug for Reloading<T> {
 impl<T> Reloading<T> {
     pub fn new(
         files: TlsFiles,
-        build: fn(&TlsFiles) -> anyhow::Result<Arc<T>>,
+        build: impl Fn(&TlsFiles) -> anyhow::Result<Arc<T>> + Send + Sync + 'static,
     ) -> anyhow::Result<Arc<Self>> {
         let mtimes = files.mtimes();
         let config = build(&files)?;
         Ok(Arc::new(Self {
             files,
-            build,
+            build: Box::new(build),
             state: Mutex::new(ReloadState {
                 mtimes,
                 checked: Instant::now(),
@@ -231,27 +323,42 @@ pub async fn connect(
     TlsConnector::from(tls.current()).connect(name, tcp).await
 }
 
-/// The SPIFFE URI SANs in a DER certificate.
-pub fn uri_sans(cert: &[u8]) -> Vec<String> {
+/// The workload identity a DER certificate carries: its one URI SAN, which must be a
+/// SPIFFE id. A certificate with no URI SAN, with two (it would name two workloads, and
+/// whoever checks "is any of them allowed?" could be fooled), or with a URI that is not
+/// `spiffe://` names nobody (as the X.509-SVID specification requires).
+pub fn spiffe_identity(cert: &[u8]) -> Result<String, String> {
     use x509_parser::prelude::*;
-    let Ok((_, cert)) = X509Certificate::from_der(cert) else {
-        return Vec::new();
+    let (_, cert) =
+        X509Certificate::from_der(cert).map_err(|e| format!("unreadable certificate: {e}"))?;
+    let uris: Vec<&str> = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::URI(uri) => Some(*uri),
+                _ => None,
+            })
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(format!("unreadable subject alternative names: {e}")),
     };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),
-            _ => None,
-        })
-        .collect()
+    match uris.as_slice() {
+        [uri] if uri.starts_with("spiffe://") => Ok((*uri).to_owned()),
+        [uri] => Err(format!("its URI SAN {uri:?} is not a SPIFFE id")),
+        [] => Err("no SPIFFE id (URI SAN)".to_owned()),
+        more => Err(format!(
+            "{} URI SANs ({more:?}); a workload certificate carries exactly one",
+            more.len()
+        )),
+    }
 }
 
-/// A gRPC server-side authorizer: the caller's leaf certificate must carry one of the
-/// allowed SPIFFE ids. (The chain itself was already verified in the handshake.)
+/// A gRPC server-side authorizer: the caller's leaf certificate must carry exactly one
+/// SPIFFE id (see [`spiffe_identity`]), and that id must be allowed. (The chain itself
+/// was already verified in the handshake.) Used as a layer on the whole server, so
+/// health and reflection are behind it too.
 #[derive(Debug, Clone)]
 pub struct AllowedCallers(Arc<Vec<String>>);
 
@@ -271,11 +378,14 @@ impl AllowedCallers {
         let leaf = certs
             .first()
             .ok_or_else(|| tonic::Status::unauthenticated("client certificate required"))?;
-        let ids = uri_sans(leaf.as_ref());
-        match ids.iter().find(|id| self.0.contains(id)) {
-            Some(id) => Ok(id.clone()),
-            None => {
-                tracing::warn!(caller = ?ids, "caller identity not allowed");
+        match spiffe_identity(leaf.as_ref()) {
+            Ok(id) if self.0.contains(&id) => Ok(id),
+            Ok(id) => {
+                tracing::warn!(caller = %id, "caller identity not allowed");
+                Err(tonic::Status::permission_denied("caller not allowed"))
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, "caller certificate names no single workload");
                 Err(tonic::Status::permission_denied("caller not allowed"))
             }
         }
