@@ -22,7 +22,7 @@ pub const GRANTS_SQL: &str = include_str!("grants.sql");
 // Role names, generated from the access model with roles.sql and grants.sql.
 #[rustfmt::skip]
 mod roles;
-pub use roles::{COMPONENT_ROLES, LOGIN_ROLES, MIGRATOR_ROLE, OWNER};
+pub use roles::{COMPONENT_ROLES, GROUP_ROLES, LOGIN_ROLES, MIGRATOR_ROLE, OWNER};
 
 /// Creates (or re-asserts the attributes of) every Beacon role. Safe to run concurrently
 /// from several test databases: a lost race on CREATE ROLE is retried.
@@ -47,15 +47,21 @@ pub async fn bootstrap_roles(admin: &PgPool) -> anyhow::Result<()> {
     }
 }
 
-/// Database-level privileges: nobody but Beacon's roles may connect, nobody may create
-/// temporary tables, and only the owner may create schemas.
+/// Database-level privileges: nobody but Beacon's roles (and the members of its group
+/// roles) may connect, nobody may create temporary tables, and only the owner may
+/// create schemas.
 pub async fn prepare_database(admin: &PgPool, database: &str) -> anyhow::Result<()> {
     let statements = [
         "REVOKE ALL ON DATABASE {db} FROM PUBLIC".to_owned(),
         "GRANT CONNECT, CREATE ON DATABASE {db} TO beacon_owner".to_owned(),
         format!(
             "GRANT CONNECT ON DATABASE {{db}} TO {}",
-            LOGIN_ROLES.join(", ")
+            LOGIN_ROLES
+                .iter()
+                .chain(&GROUP_ROLES)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_owned(),
     ];
@@ -84,6 +90,63 @@ pub async fn set_password(admin: &PgPool, role: &str, password: &str) -> anyhow:
             .await?;
     sqlx::raw_sql(&sql).execute(admin).await?;
     Ok(())
+}
+
+/// Creates `login` as a member of the group role `group` (a person's login: an
+/// analyst's), or sets its password when it exists and is already that group's member;
+/// then re-asserts the roles (`roles.sql`), which gives every member the group's
+/// settings and connection limit. Refuses a name that is not a plain lower-case
+/// identifier, and any existing role that is not already a member of `group` (a
+/// component's role, the administrator): this never hands a group to an existing role.
+pub async fn add_member(
+    admin: &PgPool,
+    group: &str,
+    login: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        GROUP_ROLES.contains(&group),
+        "{group} is not a Beacon group role"
+    );
+    anyhow::ensure!(
+        !login.is_empty()
+            && login.len() <= 63
+            && login.starts_with(|c: char| c.is_ascii_lowercase())
+            && login
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "{login:?} is not a valid login name (lower-case letters, digits and _, starting with a letter)"
+    );
+    let (exists, member): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1),
+                EXISTS (SELECT FROM pg_auth_members a
+                        JOIN pg_roles m ON m.oid = a.member
+                        JOIN pg_roles g ON g.oid = a.roleid
+                        WHERE m.rolname = $1 AND g.rolname = $2)",
+    )
+    .bind(login)
+    .bind(group)
+    .fetch_one(admin)
+    .await?;
+    anyhow::ensure!(
+        !exists || member,
+        "the role {login} exists and is not a member of {group}: choose another name"
+    );
+    // Quoting happens server-side (`format('%I', '%L')`). The password is never logged.
+    let sql: String = sqlx::query_scalar(
+        "SELECT CASE WHEN $4
+            THEN format('ALTER ROLE %I LOGIN PASSWORD %L', $1::text, $3::text)
+            ELSE format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE %I', $1::text, $3::text, $2::text)
+        END",
+    )
+    .bind(login)
+    .bind(group)
+    .bind(password)
+    .bind(exists)
+    .fetch_one(admin)
+    .await?;
+    sqlx::raw_sql(&sql).execute(admin).await?;
+    bootstrap_roles(admin).await
 }
 
 /// Runs pending migrations, connected as `beacon_migrator` (acting as `beacon_owner`),

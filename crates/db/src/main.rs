@@ -7,7 +7,8 @@
 //! - `beacon-db migrate`: as `beacon_migrator`, runs the migrations.
 //!
 //! Connection: `DATABASE_HOST`, `DATABASE_PORT`, `DATABASE_NAME`, `DATABASE_USER`,
-//! `DATABASE_SSLMODE` and the password from the file named by `DATABASE_PASSWORD_FILE`.
+//! `DATABASE_SSLMODE`, `DATABASE_SSLROOTCERT` (the CA file for `verify-full`) and the
+//! password from the file named by `DATABASE_PASSWORD_FILE`.
 //! A password in a plain variable is refused. PostgreSQL may still be starting: the
 //! first connection is retried for up to a minute.
 #![allow(clippy::print_stdout, reason = "a one-shot Job reports on stdout")]
@@ -63,7 +64,15 @@ fn options(default_user: &str, database: &str) -> anyhow::Result<PgConnectOption
     let ssl: PgSslMode = var("DATABASE_SSLMODE", Some("prefer"))?
         .parse()
         .context("DATABASE_SSLMODE")?;
-    Ok(PgConnectOptions::new()
+    let mut options = PgConnectOptions::new();
+    match var("DATABASE_SSLROOTCERT", None) {
+        Ok(ca) => options = options.ssl_root_cert(ca),
+        Err(_) => anyhow::ensure!(
+            !matches!(ssl, PgSslMode::VerifyCa | PgSslMode::VerifyFull),
+            "DATABASE_SSLROOTCERT must name the CA file with DATABASE_SSLMODE verify-ca or verify-full"
+        ),
+    }
+    Ok(options
         .host(&var("DATABASE_HOST", Some("127.0.0.1"))?)
         .port(
             var("DATABASE_PORT", Some("5432"))?

@@ -13,6 +13,10 @@ pub const LOGIN_ROLES: [&str; 5] = [
     "beacon_loader",
     "beacon_transform",
 ];
+/// Group roles, for people: each person logs in as a member (see `add_member`).
+pub const GROUP_ROLES: [&str; 1] = [
+    "beacon_analyst",
+];
 /// The database roles of components (`db_role` of `[components.*]`).
 pub const COMPONENT_ROLES: [&str; 4] = [
     "beacon_analytics",

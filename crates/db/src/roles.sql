@@ -30,11 +30,30 @@ $$;
 GRANT beacon_owner TO beacon_migrator;
 ALTER ROLE beacon_migrator SET role = 'beacon_owner';
 -- Session settings of the roles ([database.roles.*] settings in the model).
+ALTER ROLE beacon_analyst SET client_connection_check_interval = '1s';
 ALTER ROLE beacon_analytics SET client_connection_check_interval = '1s';
 ALTER ROLE beacon_api SET client_connection_check_interval = '1s';
 ALTER ROLE beacon_loader SET client_connection_check_interval = '1s';
 ALTER ROLE beacon_transform SET client_connection_check_interval = '1s';
+ALTER ROLE beacon_analyst SET idle_in_transaction_session_timeout = '30s';
 ALTER ROLE beacon_analytics SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_api SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_loader SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_transform SET idle_in_transaction_session_timeout = '60s';
+ALTER ROLE beacon_analyst SET statement_timeout = '60s';
+-- Members of beacon_analyst (people; see `cargo xtask analyst add`) log in as themselves and
+-- PostgreSQL applies only a login role's own settings: each member gets the group's.
+DO $$
+DECLARE
+    m text;
+BEGIN
+    FOR m IN SELECT r.rolname FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.member
+             WHERE a.roleid = 'beacon_analyst'::regrole
+    LOOP
+        EXECUTE format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 3', m);
+        EXECUTE format('ALTER ROLE %I SET client_connection_check_interval = %L', m, '1s');
+        EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', m, '30s');
+        EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', m, '60s');
+    END LOOP;
+END
+$$;

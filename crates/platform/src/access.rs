@@ -148,9 +148,14 @@ pub struct Database {
 #[serde(deny_unknown_fields)]
 pub struct DbRole {
     pub login: bool,
-    /// Session settings of the role (`ALTER ROLE ... SET name = 'value'`).
+    /// Session settings of the role (`ALTER ROLE ... SET name = 'value'`). A group role's
+    /// (`login = false`) are also given to each of its members, which log in as
+    /// themselves: PostgreSQL applies only the login role's own settings.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// A group role's: how many sessions each member may hold at once.
+    #[serde(default)]
+    pub member_connection_limit: Option<u32>,
     #[serde(default)]
     pub functions: Vec<String>,
     pub grants: BTreeMap<String, Vec<String>>,
@@ -231,6 +236,10 @@ impl AccessModel {
             }
         }
         for (role, spec) in &self.database.roles {
+            anyhow::ensure!(
+                !spec.login || spec.member_connection_limit.is_none(),
+                "{role}: member_connection_limit is for group roles (login = false)"
+            );
             for (table, privileges) in &spec.grants {
                 anyhow::ensure!(
                     self.database.tables.contains(table),

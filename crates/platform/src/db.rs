@@ -1,7 +1,7 @@
 //! PostgreSQL pools: one role per component, credentials from files, a statement
 //! timeout on every session, and transactions scoped to one tenant.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{
@@ -25,6 +25,9 @@ pub struct DbConfig {
     pub username: String,
     pub password: Option<SecretString>,
     pub ssl_mode: PgSslMode,
+    /// The CA certificate(s) that issued the server's certificate (PEM), for
+    /// `verify-ca`/`verify-full`.
+    pub ssl_root_cert: Option<PathBuf>,
     pub max_connections: u32,
     pub statement_timeout: Duration,
     pub acquire_timeout: Duration,
@@ -39,19 +42,25 @@ impl std::fmt::Debug for DbConfig {
             .field("database", &self.database)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
             .finish_non_exhaustive()
     }
 }
 
 impl DbConfig {
     /// `DATABASE_HOST`, `DATABASE_PORT`, `DATABASE_NAME`, `DATABASE_USER`,
-    /// `DATABASE_PASSWORD_FILE`, `DATABASE_SSLMODE`, `DATABASE_MAX_CONNECTIONS`,
-    /// `DATABASE_STATEMENT_TIMEOUT_MS`. The user defaults to the component's role.
+    /// `DATABASE_PASSWORD_FILE`, `DATABASE_SSLMODE` (libpq's modes; in the cluster
+    /// `verify-full`), `DATABASE_SSLROOTCERT` (the CA file; required by `verify-ca` and
+    /// `verify-full`), `DATABASE_MAX_CONNECTIONS`, `DATABASE_STATEMENT_TIMEOUT_MS`.
+    /// The user defaults to the component's role.
     pub fn from_env(default_role: &str, application_name: &str) -> config::Result<Self> {
         let ssl: String = config::or("DATABASE_SSLMODE", "prefer".to_owned())?;
         let ssl_mode = ssl
             .parse::<PgSslMode>()
             .map_err(|e| config::ConfigError::new("DATABASE_SSLMODE", e))?;
+        let ssl_root_cert = config::optional::<String>("DATABASE_SSLROOTCERT")?.map(PathBuf::from);
+        check_ssl(ssl_mode, ssl_root_cert.as_deref())?;
         Ok(Self {
             host: config::or("DATABASE_HOST", "127.0.0.1".to_owned())?,
             port: config::or("DATABASE_PORT", 5432)?,
@@ -59,6 +68,7 @@ impl DbConfig {
             username: config::or("DATABASE_USER", default_role.to_owned())?,
             password: config::optional_secret("DATABASE_PASSWORD")?,
             ssl_mode,
+            ssl_root_cert,
             max_connections: config::or("DATABASE_MAX_CONNECTIONS", 10)?,
             statement_timeout: config::millis("DATABASE_STATEMENT_TIMEOUT_MS", 5_000)?,
             acquire_timeout: config::millis("DATABASE_ACQUIRE_TIMEOUT_MS", 2_000)?,
@@ -75,6 +85,7 @@ impl DbConfig {
             username: role.to_owned(),
             password: None,
             ssl_mode: PgSslMode::Prefer,
+            ssl_root_cert: None,
             max_connections: 5,
             statement_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(2),
@@ -97,6 +108,9 @@ impl DbConfig {
         if let Some(password) = &self.password {
             options = options.password(password.expose_secret());
         }
+        if let Some(ca) = &self.ssl_root_cert {
+            options = options.ssl_root_cert(ca);
+        }
         options
     }
 
@@ -107,6 +121,26 @@ impl DbConfig {
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
             .connect_lazy_with(self.connect_options())
+    }
+}
+
+/// `verify-ca` and `verify-full` need the CA that issued the server's certificate: its
+/// file must be named and readable, so a missing mount fails at start, by name, rather
+/// than as a handshake error on the first query.
+pub fn check_ssl(mode: PgSslMode, root_cert: Option<&std::path::Path>) -> config::Result<()> {
+    let verifies = matches!(mode, PgSslMode::VerifyCa | PgSslMode::VerifyFull);
+    match root_cert {
+        None if verifies => Err(config::ConfigError::new(
+            "DATABASE_SSLROOTCERT",
+            "is required with DATABASE_SSLMODE verify-ca or verify-full (the CA file that issued the server's certificate)",
+        )),
+        Some(path) => std::fs::metadata(path).map(|_| ()).map_err(|e| {
+            config::ConfigError::new(
+                "DATABASE_SSLROOTCERT",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        }),
+        None => Ok(()),
     }
 }
 

@@ -5,6 +5,7 @@
 )]
 
 pub mod access;
+pub mod analyst;
 pub mod bench;
 pub mod certs;
 pub mod mutants;

@@ -21,6 +21,11 @@ enum Cmd {
     Migrate(xtask::up::LocalPg),
     /// Generate the development CA, workload certificates and token keys (into .dev/certs).
     Certs,
+    /// People's database logins: `analyst add NAME` (local database).
+    Analyst {
+        #[command(subcommand)]
+        action: xtask::analyst::Action,
+    },
     /// The layers generated from security/access-model.toml (default: render).
     Access {
         #[command(subcommand)]
@@ -113,6 +118,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             pg.stop();
             result
         }
+        Cmd::Analyst { action } => xtask::analyst::run(action).await,
         Cmd::Certs => {
             let dir = xtask::up::dev_dir().join("certs");
             xtask::certs::generate(&dir)?;

@@ -183,29 +183,76 @@ impl Postgres {
 /// The oldest PostgreSQL whose binaries the throwaway cluster may use.
 const MIN_POSTGRES: u32 = 15;
 
+/// How a new throwaway cluster authenticates, and whether it speaks TLS. The default is
+/// `cargo xtask up`'s: trust on loopback, no TLS.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSecurity {
+    /// The administrator's (`postgres`) password, from this file: every connection must
+    /// then authenticate with scram-sha-256, local ones included.
+    pub admin_password_file: Option<PathBuf>,
+    /// The server's certificate and key (PEM): TLS on, and connections without TLS
+    /// refused (`hostnossl ... reject`).
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl ServerSecurity {
+    /// `pg_hba.conf`: who may connect how.
+    fn hba(&self) -> String {
+        let method = if self.admin_password_file.is_some() {
+            "scram-sha-256"
+        } else {
+            "trust"
+        };
+        let host = if self.tls.is_some() {
+            "hostssl"
+        } else {
+            "host"
+        };
+        let mut hba = format!(
+            "# Written by cargo xtask (up::ServerSecurity).\n\
+             local all all {method}\n\
+             {host} all all 127.0.0.1/32 {method}\n\
+             {host} all all ::1/128 {method}\n"
+        );
+        if self.tls.is_some() {
+            hba.push_str("hostnossl all all 0.0.0.0/0 reject\nhostnossl all all ::/0 reject\n");
+        }
+        hba
+    }
+}
+
 /// A throwaway cluster: `data/` and `server.log` in one directory, created by the
 /// installed `initdb` (on PATH, `pg_config --bindir`, or Debian's and Ubuntu's
 /// /usr/lib/postgresql/<version>/bin) and reused on the next run. initdb and postgres
 /// refuse to run as root, so as root the cluster belongs to the `postgres` OS user
 /// (every PostgreSQL package creates it) and its tools run through `runuser`.
 #[derive(Debug)]
-struct Cluster {
+pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     run_as: Option<&'static str>,
+    security: ServerSecurity,
 }
 
 impl Cluster {
     /// The cluster in `dir`, before its binaries are looked for.
-    fn at(dir: PathBuf) -> Self {
+    pub fn at(dir: PathBuf) -> Self {
         Self {
             dir,
             bin: PathBuf::new(),
             run_as: None,
+            security: ServerSecurity::default(),
         }
     }
 
-    fn data(&self) -> PathBuf {
+    /// How the cluster is made when it is created (an existing one is kept as it is).
+    #[must_use]
+    pub fn with_security(mut self, security: ServerSecurity) -> Self {
+        self.security = security;
+        self
+    }
+
+    pub fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
 
@@ -225,7 +272,7 @@ impl Cluster {
 
     /// Creates the cluster if needed and starts it on 127.0.0.1:`port`. `probed` is the
     /// port where no usable server answered, for the error messages.
-    fn start(mut self, probed: u16, port: u16) -> anyhow::Result<Self> {
+    pub fn start(mut self, probed: u16, port: u16) -> anyhow::Result<Self> {
         self.bin = find_server_bin().ok_or_else(|| {
             anyhow::anyhow!(
                 "no PostgreSQL to use: DATABASE_URL is not exported, nothing on 127.0.0.1:{probed} \
@@ -273,26 +320,7 @@ impl Cluster {
                     data.display(),
                     self.bin.display()
                 );
-                let out = self
-                    .tool("initdb")
-                    .arg("-D")
-                    .arg(&data)
-                    .args([
-                        "-U",
-                        "postgres",
-                        "--auth=trust",
-                        "-E",
-                        "UTF8",
-                        "--no-locale",
-                    ])
-                    .arg("--no-instructions")
-                    .output()
-                    .context("running initdb")?;
-                anyhow::ensure!(
-                    out.status.success(),
-                    "initdb failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
+                self.initdb(&data)?;
             }
         }
         let log = self.dir.join("server.log");
@@ -305,7 +333,13 @@ impl Cluster {
             .args(["-w", "-o"])
             // Loopback TCP only, no Unix socket to collide with another server's.
             .arg(format!(
-                "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+                "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''{}",
+                // The certificate and key are server.crt and server.key in data/.
+                if self.security.tls.is_some() {
+                    " -c ssl=on"
+                } else {
+                    ""
+                }
             ))
             .arg("start")
             .stdout(Stdio::null())
@@ -319,7 +353,73 @@ impl Cluster {
         Ok(self)
     }
 
-    fn stop(&self) {
+    /// Runs initdb on `data`, then writes what [`ServerSecurity`] asks for.
+    fn initdb(&self, data: &Path) -> anyhow::Result<()> {
+        let mut initdb = self.tool("initdb");
+        initdb
+            .arg("-D")
+            .arg(data)
+            .args(["-U", "postgres", "-E", "UTF8", "--no-locale"])
+            .arg("--no-instructions");
+        // initdb reads the password as the cluster's owner: a copy in its directory.
+        let pwfile = self.dir.join("admin.password");
+        match &self.security.admin_password_file {
+            Some(file) => {
+                self.install(file, &pwfile)?;
+                initdb
+                    .arg("--auth=scram-sha-256")
+                    .arg("--pwfile")
+                    .arg(&pwfile);
+            }
+            None => {
+                initdb.arg("--auth=trust");
+            }
+        }
+        let out = initdb.output().context("running initdb");
+        let _ = std::fs::remove_file(&pwfile);
+        let out = out?;
+        anyhow::ensure!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        if let Some((cert, key)) = &self.security.tls {
+            self.install(cert, &data.join("server.crt"))?;
+            self.install(key, &data.join("server.key"))?;
+        }
+        let hba = data.join("pg_hba.conf");
+        std::fs::write(&hba, self.security.hba())
+            .with_context(|| format!("writing {}", hba.display()))?;
+        self.give(&hba)
+    }
+
+    /// Copies `from` to `to`, readable by the cluster's owner only (PostgreSQL refuses a
+    /// key file others can read).
+    fn install(&self, from: &Path, to: &Path) -> anyhow::Result<()> {
+        std::fs::copy(from, to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600))?;
+        }
+        self.give(to)
+    }
+
+    /// Makes `path` the cluster owner's (when that is another OS user).
+    fn give(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(user) = self.run_as {
+            let status = std::process::Command::new("chown")
+                .arg(format!("{user}:"))
+                .arg(path)
+                .status()
+                .context("running chown")?;
+            anyhow::ensure!(status.success(), "chown {user} {} failed", path.display());
+        }
+        Ok(())
+    }
+
+    pub fn stop(&self) {
         let _ = self
             .tool("pg_ctl")
             .arg("-D")
@@ -452,7 +552,8 @@ fn run_as() -> anyhow::Result<Option<&'static str>> {
     )
 }
 
-fn random_secret() -> String {
+/// 32 random alphanumeric characters.
+pub fn random_secret() -> String {
     rand::rng()
         .sample_iter(&Alphanumeric)
         .take(32)

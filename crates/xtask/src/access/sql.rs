@@ -105,6 +105,50 @@ ALTER ROLE {migrator} SET role = '{owner}';
             }
         }
     }
+    for role in group_roles(model) {
+        out.push_str(&member_sync(role, &db.roles[role]));
+    }
+    out
+}
+
+/// Group roles (`login = false`): people log in as members of them.
+fn group_roles(model: &AccessModel) -> Vec<&str> {
+    model
+        .database
+        .roles
+        .iter()
+        .filter(|(_, r)| !r.login)
+        .map(|(name, _)| name.as_str())
+        .collect()
+}
+
+/// Re-asserts, on every member of the group `role`, the attributes and session
+/// settings a member must have: PostgreSQL applies only the login role's own settings,
+/// not its groups'.
+fn member_sync(role: &str, spec: &platform::access::DbRole) -> String {
+    let limit = spec
+        .member_connection_limit
+        .map_or_else(String::new, |n| format!(" CONNECTION LIMIT {n}"));
+    let mut out = format!(
+        "-- Members of {role} (people; see `cargo xtask analyst add`) log in as themselves and
+-- PostgreSQL applies only a login role's own settings: each member gets the group's.
+DO $$
+DECLARE
+    m text;
+BEGIN
+    FOR m IN SELECT r.rolname FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.member
+             WHERE a.roleid = '{role}'::regrole
+    LOOP
+        EXECUTE format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS{limit}', m);
+"
+    );
+    for (name, value) in &spec.settings {
+        let _ = writeln!(
+            out,
+            "        EXECUTE format('ALTER ROLE %I SET {name} = %L', m, '{value}');"
+        );
+    }
+    out.push_str("    END LOOP;\nEND\n$$;\n");
     out
 }
 
@@ -134,6 +178,11 @@ pub const MIGRATOR_ROLE: &str = \"{}\";
         "LOGIN_ROLES",
         "Roles that log in: the migrator and one per component.",
         &login_roles(model),
+    ));
+    out.push_str(&rust_array(
+        "GROUP_ROLES",
+        "Group roles, for people: each person logs in as a member (see `add_member`).",
+        &group_roles(model),
     ));
     out.push_str(&rust_array(
         "COMPONENT_ROLES",
@@ -223,6 +272,11 @@ mod tests {
             roles.contains("pub const LOGIN_ROLES: [&str; 5]"),
             "{roles}"
         );
-        assert!(roles_sql(&model).contains("('beacon_analyst', false)"));
+        let roles_sql = roles_sql(&model);
+        assert!(roles_sql.contains("('beacon_analyst', false)"));
+        assert!(
+            roles_sql.contains("WHERE a.roleid = 'beacon_analyst'::regrole"),
+            "{roles_sql}"
+        );
     }
 }

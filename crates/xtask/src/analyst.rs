@@ -1,0 +1,124 @@
+//! `cargo xtask analyst add NAME`: a person's PostgreSQL login in the analysts' group
+//! role (the access model's `analyst` persona's `db_role`), on the local database.
+//!
+//! The login is `analyst_NAME`. Its password is generated into
+//! `.dev/analysts/NAME.password`, created atomically with mode 0600 (never another
+//! mode, not even for a moment) and kept: running the command again for the same name
+//! re-asserts the login with the same password. The password is printed only with
+//! `--show-password`. Statement and idle-in-transaction timeouts and the connection
+//! limit come from the model's group role (roles.sql gives them to every member).
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+use platform::access::AccessModel;
+use secrecy::{ExposeSecret, SecretString};
+
+/// `cargo xtask analyst ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Create (or re-assert) the login `analyst_NAME` in the analysts' group role.
+    Add {
+        /// Lower-case letters, digits and `_`, starting with a letter.
+        name: String,
+        /// Print the password (it is in the file either way).
+        #[arg(long)]
+        show_password: bool,
+        #[command(flatten)]
+        pg: crate::up::LocalPg,
+    },
+}
+
+/// The login role of the analyst `name`.
+pub fn login_name(name: &str) -> String {
+    format!("analyst_{name}")
+}
+
+/// The analysts' group role: the `analyst` persona's database role in the model.
+pub fn group_role(model: &AccessModel) -> anyhow::Result<String> {
+    model
+        .personas
+        .get("analyst")
+        .and_then(|p| p.db_role.clone())
+        .context("the access model's analyst persona has no db_role")
+}
+
+/// Where the password of analyst `name` is kept.
+pub fn password_file(name: &str) -> PathBuf {
+    crate::up::dev_dir()
+        .join("analysts")
+        .join(format!("{name}.password"))
+}
+
+/// The password in `path`, or a new one written there: to a temporary file created with
+/// mode 0600 and linked into place only if nothing is there yet, so the file is never
+/// readable by others, never half-written, and never overwritten.
+pub fn password_in(path: &Path) -> anyhow::Result<SecretString> {
+    if let Ok(existing) =
+        platform::config::read_secret_file("password file", &path.to_string_lossy())
+    {
+        return Ok(existing);
+    }
+    let dir = path.parent().context("password file has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let password = SecretString::from(crate::up::random_secret());
+    let tmp = dir.join(format!(".{}.{}", std::process::id(), uuid::Uuid::new_v4()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(password.expose_secret().as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => Ok(password),
+        // Another run got there first: use its password.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(
+            platform::config::read_secret_file("password file", &path.to_string_lossy())?,
+        ),
+        Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+    }
+}
+
+pub async fn run(action: Action) -> anyhow::Result<()> {
+    match action {
+        Action::Add {
+            name,
+            show_password,
+            pg,
+        } => {
+            let pg = crate::up::Postgres::find_or_start_on(pg).await?;
+            let result = add(&pg, &name, show_password).await;
+            pg.stop();
+            result
+        }
+    }
+}
+
+async fn add(pg: &crate::up::Postgres, name: &str, show_password: bool) -> anyhow::Result<()> {
+    let group = group_role(&AccessModel::load())?;
+    let login = login_name(name);
+    let admin = crate::up::migrate(pg, "beacon").await?;
+    let file = password_file(name);
+    let password = password_in(&file)?;
+    db::add_member(&admin, &group, &login, password.expose_secret()).await?;
+    admin.close().await;
+    println!(
+        "· {login} can log in to `beacon` on {}:{} as a member of {group}; its password is in {}",
+        pg.admin.get_host(),
+        pg.admin.get_port(),
+        file.display()
+    );
+    if show_password {
+        println!("  password: {}", password.expose_secret());
+    }
+    Ok(())
+}
