@@ -92,6 +92,20 @@ pub async fn set_password(admin: &PgPool, role: &str, password: &str) -> anyhow:
     Ok(())
 }
 
+/// A person's login name: a plain lower-case identifier PostgreSQL keeps as it is.
+pub fn check_login_name(login: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !login.is_empty()
+            && login.len() <= 63
+            && login.starts_with(|c: char| c.is_ascii_lowercase())
+            && login
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "{login:?} is not a valid login name (lower-case letters, digits and _, starting with a letter)"
+    );
+    Ok(())
+}
+
 /// Creates `login` as a member of the group role `group` (a person's login: an
 /// analyst's), or sets its password when it exists and is already that group's member;
 /// then re-asserts the roles (`roles.sql`), which gives every member the group's
@@ -108,15 +122,7 @@ pub async fn add_member(
         GROUP_ROLES.contains(&group),
         "{group} is not a Beacon group role"
     );
-    anyhow::ensure!(
-        !login.is_empty()
-            && login.len() <= 63
-            && login.starts_with(|c: char| c.is_ascii_lowercase())
-            && login
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-        "{login:?} is not a valid login name (lower-case letters, digits and _, starting with a letter)"
-    );
+    check_login_name(login)?;
     let (exists, member): (bool, bool) = sqlx::query_as(
         "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1),
                 EXISTS (SELECT FROM pg_auth_members a

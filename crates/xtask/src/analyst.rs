@@ -95,6 +95,8 @@ pub async fn run(action: Action) -> anyhow::Result<()> {
             show_password,
             pg,
         } => {
+            // A bad name fails before anything is started or written.
+            db::check_login_name(&name)?;
             let pg = crate::up::Postgres::find_or_start_on(pg).await?;
             let result = add(&pg, &name, show_password).await;
             pg.stop();
@@ -121,4 +123,37 @@ async fn add(pg: &crate::up::Postgres, name: &str, show_password: bool) -> anyho
         println!("  password: {}", password.expose_secret());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_file_is_created_once_owner_only_and_never_overwritten() {
+        let dir = std::env::temp_dir().join(format!("xtask-analyst-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("analysts").join("alice.password");
+        let first = password_in(&path).unwrap();
+        assert_eq!(first.expose_secret().len(), 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        }
+        let again = password_in(&path).unwrap();
+        assert_eq!(again.expose_secret(), first.expose_secret());
+        // No temporary file is left behind.
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
+        // A file someone put there is used, not replaced.
+        let bob = dir.join("analysts").join("bob.password");
+        std::fs::write(&bob, "chosen-by-bob\n").unwrap();
+        assert_eq!(password_in(&bob).unwrap().expose_secret(), "chosen-by-bob");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(db::check_login_name("Bad-Name").is_err());
+        assert_eq!(login_name("alice"), "analyst_alice");
+    }
 }
