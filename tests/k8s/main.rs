@@ -5,6 +5,7 @@
 //! there: a check that cannot fail proves nothing.
 
 mod admission;
+mod database;
 mod netpol;
 mod pods;
 mod rbac;
@@ -426,6 +427,73 @@ fn analysts_cannot_add_a_container_or_change_the_image() {
 }
 
 // ------------------------------------------------------------------ pods and namespaces
+
+// ----------------------------------------------------------------- database
+
+#[test]
+fn postgres_takes_scram_over_tls_only_and_every_client_verifies_it() {
+    for (overlay, docs) in overlays() {
+        assert_none(
+            "PostgreSQL connections are not scram over verified TLS",
+            overlay,
+            database::problems(&docs),
+        );
+    }
+}
+
+#[test]
+fn weaker_database_connections_are_detected() {
+    let base = render::prod();
+    let check = |what: &str, f: &dyn Fn(&mut [Value])| {
+        let mut docs = base.clone();
+        f(&mut docs);
+        assert!(
+            !database::problems(&docs).is_empty(),
+            "not detected: {what}"
+        );
+    };
+    check("a client with sslmode=prefer", &|docs| {
+        let c = &mut find_mut(docs, "Deployment", "beacon-api", "api")["spec"]["template"]["spec"]
+            ["containers"][0];
+        for e in c["env"].as_array_mut().unwrap() {
+            if e["name"] == "DATABASE_SSLMODE" {
+                e["value"] = json!("prefer");
+            }
+        }
+    });
+    check("a CA file on no volume", &|docs| {
+        let c = &mut find_mut(docs, "Job", "beacon-data", "db-migrate")["spec"]["template"]["spec"]
+            ["containers"][0];
+        for e in c["env"].as_array_mut().unwrap() {
+            if e["name"] == "DATABASE_SSLROOTCERT" {
+                e["value"] = json!("/etc/ssl/beacon-ca.crt");
+            }
+        }
+    });
+    check("the server mounting the admin password", &|docs| {
+        let c = &mut find_mut(docs, "StatefulSet", "beacon-data", "postgres")["spec"]["template"]["spec"]
+            ["containers"][0];
+        c["volumeMounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "admin", "mountPath": "/etc/beacon/admin"}));
+    });
+    check("the server without TLS", &|docs| {
+        let c = &mut find_mut(docs, "StatefulSet", "beacon-data", "postgres")["spec"]["template"]["spec"]
+            ["containers"][0];
+        c["args"] = json!(["postgres", "-c", "hba_file=/etc/beacon/hba/pg_hba.conf"]);
+    });
+    for line in [
+        "local all all trust",
+        "host all all 0.0.0.0/0 scram-sha-256",
+        "hostssl all all 0.0.0.0/0 md5",
+    ] {
+        check(line, &|docs| {
+            let hba = &mut find_mut(docs, "ConfigMap", "beacon-data", "postgres-hba")["data"]["pg_hba.conf"];
+            *hba = json!(format!("{}{line}\n", hba.as_str().unwrap()));
+        });
+    }
+}
 
 #[test]
 fn every_pod_template_meets_restricted_explicitly() {

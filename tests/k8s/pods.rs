@@ -144,7 +144,9 @@ pub fn pod_problems(docs: &[Value]) -> Vec<String> {
             {
                 cbad("DATABASE_PASSWORD in the environment is refused by the services");
             }
-            if t.long_running {
+            // Init containers run to completion before the pod starts: no probes.
+            let init = arr(&s["initContainers"]).iter().any(|i| std::ptr::eq(i, c));
+            if t.long_running && !init {
                 for probe in ["livenessProbe", "readinessProbe"] {
                     let p = &c[probe];
                     let ok = match p["httpGet"]["port"].as_str() {

@@ -135,8 +135,41 @@ pub fn dns_names(model: &AccessModel, component: &str) -> Vec<String> {
     ]
 }
 
-/// Writes `ca.crt` (and its key `ca.key`), `<component>.crt`/`.key` for each TLS component, and
-/// `jwt-signing.key` / `jwt-public.pem` into `dir`.
+/// The TLS servers that are no mTLS workload: PostgreSQL (clients verify its certificate
+/// with `sslmode=verify-full`; it authenticates them by password).
+pub const TLS_SERVERS: [&str; 1] = ["postgres"];
+
+/// Writes `<server>.crt`/`.key` for each of [`TLS_SERVERS`] that `dir` lacks, issued by
+/// the CA in `dir` (`ca.crt`, `ca.key`). Returns whether it wrote any.
+pub fn server_certificates(dir: &Path) -> anyhow::Result<bool> {
+    let missing: Vec<&str> = TLS_SERVERS
+        .into_iter()
+        .filter(|s| !dir.join(format!("{s}.crt")).exists())
+        .collect();
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    let model = AccessModel::load();
+    let ca = Ca::from_files(&dir.join("ca.crt"), &dir.join("ca.key"))?;
+    let now = OffsetDateTime::now_utc();
+    for server in missing {
+        let id = model
+            .spiffe_id(server)
+            .context("server missing from the access model")?;
+        let (cert, key) = ca.issue(
+            &id,
+            &dns_names(&model, server),
+            now - Duration::hours(1),
+            now + Duration::days(90),
+        )?;
+        write(dir, &format!("{server}.crt"), &cert)?;
+        write(dir, &format!("{server}.key"), &key)?;
+    }
+    Ok(true)
+}
+
+/// Writes `ca.crt` (and its key `ca.key`), `<component>.crt`/`.key` for each TLS component
+/// and each of [`TLS_SERVERS`], and `jwt-signing.key` / `jwt-public.pem` into `dir`.
 pub fn generate(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let model = AccessModel::load();
@@ -158,6 +191,7 @@ pub fn generate(dir: &Path) -> anyhow::Result<()> {
         write(dir, &format!("{component}.crt"), &cert)?;
         write(dir, &format!("{component}.key"), &key)?;
     }
+    server_certificates(dir)?;
     let jwt = KeyPair::generate_for(&PKCS_ED25519)?;
     write(dir, "jwt-signing.key", &jwt.serialize_pem())?;
     write(dir, "jwt-public.pem", &jwt.public_key_pem())?;

@@ -6,8 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rand::{Rng, distr::Alphanumeric};
-
 /// Password files written next to the certificates: the administrator, every login
 /// role, and the demo users' password used by `cargo xtask seed`.
 pub fn password_files() -> Vec<String> {
@@ -28,17 +26,14 @@ pub fn generate(dir: &Path) -> anyhow::Result<bool> {
         crate::certs::generate(dir)?;
         wrote = true;
     }
+    // A folder filled before PostgreSQL spoke TLS gains its server certificate.
+    wrote |= crate::certs::server_certificates(dir)?;
     for name in password_files() {
         let path = dir.join(&name);
         if path.exists() {
             continue;
         }
-        let secret: String = rand::rng()
-            .sample_iter(&Alphanumeric)
-            .take(32)
-            .map(char::from)
-            .collect();
-        std::fs::write(&path, secret)?;
+        std::fs::write(&path, crate::up::random_secret())?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -62,6 +57,8 @@ mod tests {
             "api.crt",
             "api.key",
             "analytics.crt",
+            "postgres.crt",
+            "postgres.key",
             "jwt-signing.key",
             "jwt-public.pem",
         ] {
@@ -73,6 +70,17 @@ mod tests {
         );
         let after = std::fs::read_to_string(dir.join("beacon_api.password")).unwrap();
         assert_eq!(before, after);
+        // A folder from before PostgreSQL's certificate gains it, from the same CA.
+        std::fs::remove_file(dir.join("postgres.crt")).unwrap();
+        assert!(super::generate(&dir).unwrap());
+        let ca = std::fs::read(dir.join("ca.crt")).unwrap();
+        let roots = platform::tls::load_certs(&dir.join("ca.crt")).unwrap();
+        assert_eq!(roots.len(), 1, "{}", String::from_utf8_lossy(&ca));
+        let server = platform::tls::load_certs(&dir.join("postgres.crt")).unwrap();
+        assert_eq!(
+            platform::tls::spiffe_identity(server[0].as_ref()).unwrap(),
+            "spiffe://beacon.local/ns/beacon-data/sa/postgres"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
