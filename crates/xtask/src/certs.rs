@@ -151,21 +151,26 @@ pub fn server_certificates(dir: &Path) -> anyhow::Result<bool> {
     }
     let model = AccessModel::load();
     let ca = Ca::from_files(&dir.join("ca.crt"), &dir.join("ca.key"))?;
-    let now = OffsetDateTime::now_utc();
     for server in missing {
-        let id = model
-            .spiffe_id(server)
-            .context("server missing from the access model")?;
-        let (cert, key) = ca.issue(
-            &id,
-            &dns_names(&model, server),
-            now - Duration::hours(1),
-            now + Duration::days(90),
-        )?;
-        write(dir, &format!("{server}.crt"), &cert)?;
-        write(dir, &format!("{server}.key"), &key)?;
+        issue_into(dir, &ca, &model, server)?;
     }
     Ok(true)
+}
+
+/// `<component>.crt`/`.key` in `dir`: its identity and Service names, for 90 days.
+fn issue_into(dir: &Path, ca: &Ca, model: &AccessModel, component: &str) -> anyhow::Result<()> {
+    let id = model
+        .spiffe_id(component)
+        .with_context(|| format!("{component} missing from the access model"))?;
+    let now = OffsetDateTime::now_utc();
+    let (cert, key) = ca.issue(
+        &id,
+        &dns_names(model, component),
+        now - Duration::hours(1),
+        now + Duration::days(90),
+    )?;
+    write(dir, &format!("{component}.crt"), &cert)?;
+    write(dir, &format!("{component}.key"), &key)
 }
 
 /// Writes `ca.crt` (and its key `ca.key`), `<component>.crt`/`.key` for each TLS component
@@ -177,21 +182,9 @@ pub fn generate(dir: &Path) -> anyhow::Result<()> {
     write(dir, "ca.crt", &ca.cert_pem)?;
     // The CA key stays on the developer's machine; nothing deploys it.
     write(dir, "ca.key", &ca.key_pem())?;
-    let now = OffsetDateTime::now_utc();
-    for component in tls_components(&model) {
-        let id = model
-            .spiffe_id(component)
-            .context("component missing from the access model")?;
-        let (cert, key) = ca.issue(
-            &id,
-            &dns_names(&model, component),
-            now - Duration::hours(1),
-            now + Duration::days(90),
-        )?;
-        write(dir, &format!("{component}.crt"), &cert)?;
-        write(dir, &format!("{component}.key"), &key)?;
+    for component in tls_components(&model).into_iter().chain(TLS_SERVERS) {
+        issue_into(dir, &ca, &model, component)?;
     }
-    server_certificates(dir)?;
     let jwt = KeyPair::generate_for(&PKCS_ED25519)?;
     write(dir, "jwt-signing.key", &jwt.serialize_pem())?;
     write(dir, "jwt-public.pem", &jwt.public_key_pem())?;
