@@ -38,7 +38,6 @@ async fn begin(
     platform::db::begin_read_only_for_tenant(pool, scope.tenant).await
 }
 
-#[tracing::instrument(name = "db.query", skip_all, fields(db.system = "postgresql", db.operation = "overview", otel.kind = "client"))]
 /// The overview query: $1 tenant, $2 first day of the range, $3 first day of the
 /// previous range, $4 last day, $5 currency. Public so benchmarks run the same SQL.
 pub fn overview_sql() -> String {
@@ -64,6 +63,7 @@ pub fn campaigns_sql(sort: Kpi, ascending: bool) -> String {
     )
 }
 
+#[tracing::instrument(name = "db.query", skip_all, fields(db.system = "postgresql", db.operation = "overview", otel.kind = "client"))]
 pub(crate) async fn overview(
     pool: &PgPool,
     scope: &Scope,

@@ -10,3 +10,6 @@ pub use event::{
     BatchError, Currency, Event, EventType, FIELDS, FieldError, Limits, parse_csv, parse_ndjson,
     to_csv, to_ndjson,
 };
+pub mod page;
+
+pub use page::{PageSize, PageSizeError};

@@ -3,17 +3,19 @@
 //! it to the tenant of the transaction (events without a tenant, such as a failed
 //! login for an unknown account, are visible to operators only).
 
+mod queries;
+
 use axum::Json;
-use platform::http::Problem;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
-    AppState,
-    extract::{AppQuery, Caller, Meta},
-    routes::{Errors, db_problem},
+    error::{ApiError, Context as _},
+    extract::{AppQuery, Meta, PageSize, bad_query},
+    openapi::Errors,
+    tenant::{Tenant, TenantTx},
 };
 
 pub mod action {
@@ -40,27 +42,11 @@ pub struct Event<'a> {
     pub details: serde_json::Value,
 }
 
-/// Records inside an open transaction (whose tenant row-level security checks).
-pub async fn record_in(
-    conn: &mut PgConnection,
-    tenant: Option<Uuid>,
-    meta: &Meta,
-    event: Event<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO app.audit_log (tenant_id, actor, action, outcome, client_addr, request_id, details)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(tenant)
-    .bind(event.actor)
-    .bind(event.action)
-    .bind(event.outcome)
-    .bind(&meta.client_addr)
-    .bind(&meta.request_id)
-    .bind(&event.details)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// Records inside the caller's open transaction (whose tenant row-level security
+/// checks).
+pub async fn record_in(tx: &mut TenantTx, meta: &Meta, event: Event<'_>) -> Result<(), ApiError> {
+    let tenant = tx.tenant();
+    queries::insert(tx, Some(tenant), meta, &event).await
 }
 
 /// Records in a transaction of its own. Failing to audit is logged, never hidden.
@@ -68,13 +54,13 @@ pub async fn record(pool: &PgPool, tenant: Option<Uuid>, meta: &Meta, event: Eve
     let result = async {
         match tenant {
             Some(t) => {
-                let mut tx = platform::db::begin_for_tenant(pool, t).await?;
-                record_in(&mut tx, tenant, meta, event).await?;
+                let mut tx = TenantTx::begin(pool, t).await?;
+                record_in(&mut tx, meta, event).await?;
                 tx.commit().await
             }
             None => {
-                let mut conn = pool.acquire().await?;
-                record_in(&mut conn, None, meta, event).await
+                let mut conn = pool.acquire().await.context("audit connection")?;
+                queries::insert(&mut conn, None, meta, &event).await
             }
         }
     }
@@ -98,7 +84,7 @@ pub struct AuditQuery {
 
 #[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct AuditEntry {
-    id: i64,
+    pub(crate) id: i64,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     occurred_at: time::OffsetDateTime,
@@ -123,33 +109,17 @@ pub struct AuditPage {
 #[utoipa::path(get, path = "/v1/audit-log", operation_id = "listAuditLog", tag = "audit", params(AuditQuery),
     responses((status = 200, body = AuditPage), Errors))]
 pub async fn list(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    caller: Caller,
+    tenant: Tenant,
     AppQuery(q): AppQuery<AuditQuery>,
-) -> Result<Json<AuditPage>, Problem> {
-    let limit = crate::routes::page_size(q.limit, 50)?;
+) -> Result<Json<AuditPage>, ApiError> {
+    let limit = PageSize::parse(q.limit, 50)?;
     if q.before.is_some_and(|b| b < 1) {
-        return Err(Problem::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "bad-request",
-            "Invalid query",
-        )
-        .detail("before must be at least 1"));
+        return Err(bad_query("before must be at least 1").into());
     }
-    let mut tx = platform::db::begin_for_tenant(&state.pool, caller.tenant())
-        .await
-        .map_err(db_problem)?;
-    let entries: Vec<AuditEntry> = sqlx::query_as(
-        "SELECT id, occurred_at, actor, action, outcome, client_addr, request_id, details
-         FROM app.audit_log WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
-    )
-    .bind(q.before)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db_problem)?;
-    tx.commit().await.map_err(db_problem)?;
-    let next_before = (entries.len() == limit as usize)
+    let mut tx = tenant.begin().await?;
+    let entries = queries::list(&mut tx, q.before, limit).await?;
+    tx.commit().await?;
+    let next_before = (entries.len() == limit.get() as usize)
         .then(|| entries.last().map(|e| e.id))
         .flatten();
     Ok(Json(AuditPage {

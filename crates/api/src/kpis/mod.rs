@@ -2,92 +2,52 @@
 //! gRPC. The tenant is the token's; the currency is the tenant's reporting currency
 //! unless the caller names another one. Analytics down → 503, slow → 504, never a hang.
 
-use std::time::{Duration, Instant};
+mod queries;
 
-use axum::{Json, extract::State, http::StatusCode};
-use platform::http::Problem;
+use std::time::Duration;
+
+use axum::{Json, extract::State};
 use proto::analytics::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use crate::{
     AppState,
-    extract::{AppQuery, Caller, text},
-    routes::{Errors, db_problem},
+    error::{ApiError, bad_request, within},
+    extract::{AppQuery, PageSize, text},
+    openapi::Errors,
+    tenant::Tenant,
 };
 
-const CURRENCY_TTL: Duration = Duration::from_secs(60);
-
-fn bad_request(detail: impl Into<String>) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Invalid request").detail(detail)
-}
-
-/// Maps an analytics status to a problem that says nothing internal.
-pub(crate) fn status_problem(status: &tonic::Status) -> Problem {
-    use tonic::Code;
-    match status.code() {
-        Code::InvalidArgument | Code::OutOfRange => bad_request(status.message().to_owned()),
-        Code::NotFound => Problem::not_found(),
-        Code::DeadlineExceeded | Code::Cancelled => timeout(),
-        code => {
-            tracing::warn!(?code, message = status.message(), "analytics call failed");
-            Problem::unavailable()
-        }
-    }
-}
-
-fn timeout() -> Problem {
-    Problem::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        "timeout",
-        "Analytics took too long",
-    )
-}
-
 /// Calls analytics with a hard deadline of its own, whatever the channel does.
-async fn call<T, F>(state: &AppState, f: F) -> Result<T, Problem>
+async fn call<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
 where
     F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    match tokio::time::timeout(state.analytics_timeout + Duration::from_millis(250), f).await {
-        Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(s)) => Err(status_problem(&s)),
-        Err(_) => Err(timeout()),
-    }
+    within(state.analytics_timeout + Duration::from_millis(250), f).await
 }
 
-async fn currency(state: &AppState, tenant: Uuid, wanted: Option<&str>) -> Result<String, Problem> {
+/// The currency the caller names, or the tenant's reporting currency (cached for a
+/// minute: it almost never changes).
+async fn currency(
+    state: &AppState,
+    tenant: &Tenant,
+    wanted: Option<&str>,
+) -> Result<String, ApiError> {
     if let Some(c) = wanted {
         if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) {
             return Ok(c.to_owned());
         }
-        return Err(bad_request("currency must be three upper-case letters"));
+        return Err(bad_request("currency must be three upper-case letters").into());
     }
-    let now = Instant::now();
-    if let Some((c, at)) = state
-        .currencies
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&tenant)
-        && now.duration_since(*at) < CURRENCY_TTL
-    {
-        return Ok(c.clone());
+    if let Some(c) = state.currencies.get(&tenant.id()) {
+        return Ok(c);
     }
-    let mut tx = platform::db::begin_for_tenant(&state.pool, tenant)
-        .await
-        .map_err(db_problem)?;
-    let c: Option<String> = sqlx::query_scalar("SELECT currency::text FROM app.tenants")
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_problem)?;
-    tx.commit().await.map_err(db_problem)?;
-    let c = c.ok_or_else(Problem::not_found)?;
-    let mut cache = state.currencies.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() > 10_000 {
-        cache.clear();
-    }
-    cache.insert(tenant, (c.clone(), now));
+    let mut tx = tenant.begin().await?;
+    let c = queries::reporting_currency(&mut tx).await?;
+    tx.commit().await?;
+    let c = c.ok_or_else(platform::http::Problem::not_found)?;
+    state.currencies.insert(tenant.id(), c.clone());
     Ok(c)
 }
 
@@ -223,15 +183,15 @@ pub struct Overview {
     responses((status = 200, body = Overview), Errors))]
 pub async fn overview(
     State(state): State<AppState>,
-    caller: Caller,
+    tenant: Tenant,
     AppQuery(q): AppQuery<RangeQuery>,
-) -> Result<Json<Overview>, Problem> {
-    let currency = currency(&state, caller.tenant(), q.currency.as_deref()).await?;
+) -> Result<Json<Overview>, ApiError> {
+    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
         client.get_overview(pb::OverviewRequest {
-            tenant_id: caller.tenant().to_string(),
+            tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
             currency,
         }),
@@ -301,22 +261,22 @@ pub struct CampaignsPage {
     responses((status = 200, body = CampaignsPage), Errors))]
 pub async fn campaigns(
     State(state): State<AppState>,
-    caller: Caller,
+    tenant: Tenant,
     AppQuery(q): AppQuery<CampaignsQuery>,
-) -> Result<Json<CampaignsPage>, Problem> {
-    let page_size = crate::routes::page_size(q.page_size, 25)?;
+) -> Result<Json<CampaignsPage>, ApiError> {
+    let page_size = PageSize::parse(q.page_size, 25)?.get();
     let page_token = q
         .page_token
         .as_deref()
         .map(|t| text("page_token", t, 200))
         .transpose()?
         .unwrap_or_default();
-    let currency = currency(&state, caller.tenant(), q.currency.as_deref()).await?;
+    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
         client.list_campaigns(pb::ListCampaignsRequest {
-            tenant_id: caller.tenant().to_string(),
+            tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
             currency: currency.clone(),
             sort_by: pb::Kpi::from(q.sort.unwrap_or(Kpi::Spend)).into(),
@@ -389,21 +349,21 @@ pub struct TimeSeries {
     responses((status = 200, body = TimeSeries), Errors))]
 pub async fn timeseries(
     State(state): State<AppState>,
-    caller: Caller,
+    tenant: Tenant,
     AppQuery(q): AppQuery<TimeSeriesQuery>,
-) -> Result<Json<TimeSeries>, Problem> {
+) -> Result<Json<TimeSeries>, ApiError> {
     let campaign = q
         .campaign
         .as_deref()
         .map(|c| text("campaign", c, 200).map_err(|p| bad_request(p.detail.unwrap_or_default())))
         .transpose()?;
     let granularity = q.granularity.unwrap_or(Granularity::Day);
-    let currency = currency(&state, caller.tenant(), q.currency.as_deref()).await?;
+    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
         client.get_time_series(pb::TimeSeriesRequest {
-            tenant_id: caller.tenant().to_string(),
+            tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
             currency: currency.clone(),
             granularity: match granularity {
@@ -449,15 +409,15 @@ pub struct Channels {
     responses((status = 200, body = Channels), Errors))]
 pub async fn channels(
     State(state): State<AppState>,
-    caller: Caller,
+    tenant: Tenant,
     AppQuery(q): AppQuery<RangeQuery>,
-) -> Result<Json<Channels>, Problem> {
-    let currency = currency(&state, caller.tenant(), q.currency.as_deref()).await?;
+) -> Result<Json<Channels>, ApiError> {
+    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
         client.get_channels(pb::ChannelsRequest {
-            tenant_id: caller.tenant().to_string(),
+            tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
             currency: currency.clone(),
         }),
@@ -500,15 +460,15 @@ pub struct Attribution {
     responses((status = 200, body = Attribution), Errors))]
 pub async fn attribution(
     State(state): State<AppState>,
-    caller: Caller,
+    tenant: Tenant,
     AppQuery(q): AppQuery<RangeQuery>,
-) -> Result<Json<Attribution>, Problem> {
-    let currency = currency(&state, caller.tenant(), q.currency.as_deref()).await?;
+) -> Result<Json<Attribution>, ApiError> {
+    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
         client.get_attribution(pb::AttributionRequest {
-            tenant_id: caller.tenant().to_string(),
+            tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
             currency: currency.clone(),
         }),
@@ -573,22 +533,22 @@ pub struct Anomalies {
     responses((status = 200, body = Anomalies), Errors))]
 pub async fn anomalies(
     State(state): State<AppState>,
-    caller: Caller,
+    tenant: Tenant,
     AppQuery(q): AppQuery<AnomaliesQuery>,
-) -> Result<Json<Anomalies>, Problem> {
+) -> Result<Json<Anomalies>, ApiError> {
     if q.baseline_days.is_some_and(|d| !(7..=56).contains(&d)) {
-        return Err(bad_request("baseline_days must be 7..=56"));
+        return Err(bad_request("baseline_days must be 7..=56").into());
     }
     if q.threshold.is_some_and(|t| !(0.5..=100.0).contains(&t)) {
-        return Err(bad_request("threshold must be 0.5..=100"));
+        return Err(bad_request("threshold must be 0.5..=100").into());
     }
     let kpi = q.kpi.unwrap_or(Kpi::Clicks);
-    let currency = currency(&state, caller.tenant(), q.currency.as_deref()).await?;
+    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
         client.get_anomalies(pb::AnomaliesRequest {
-            tenant_id: caller.tenant().to_string(),
+            tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
             currency,
             kpi: pb::Kpi::from(kpi).into(),
