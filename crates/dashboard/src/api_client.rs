@@ -12,8 +12,12 @@ use axum::{
     middleware::Next,
     response::Response,
 };
+use domain::{
+    Kpi,
+    answers::{Anomalies, Attribution, CampaignsPage, Channels, Order, Overview, TimeSeries},
+};
 use platform::client_addr::{ClientAddr, X_FORWARDED_FOR};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 tokio::task_local! {
     /// The browser's address while a request of it is handled.
@@ -161,5 +165,108 @@ impl ApiClient {
         path: &str,
     ) -> Result<T, ApiError> {
         Self::send(self.request(reqwest::Method::DELETE, path, Some(token))).await
+    }
+}
+
+/// A date range as the pages hold it: `from` and `to`, `YYYY-MM-DD`.
+pub type Span = (String, String);
+
+fn span_params((from, to): &Span) -> Vec<(&'static str, String)> {
+    vec![("from", from.clone()), ("to", to.clone())]
+}
+
+/// What `POST /v1/auth/token` issues.
+#[derive(Debug, Deserialize)]
+pub struct TokenAnswer {
+    pub access_token: String,
+    pub expires_in: i64,
+}
+
+/// The sort, order and page of `GET /v1/kpis/campaigns`.
+#[derive(Debug, Clone)]
+pub struct CampaignsRequest {
+    pub sort: Kpi,
+    pub order: Order,
+    pub page_size: u32,
+    pub page_token: Option<String>,
+}
+
+/// One method per route the dashboard calls, each returning the API's own types
+/// (`domain::answers`): a route or a shape the API does not have does not compile.
+impl ApiClient {
+    /// `POST /v1/auth/token`, password grant.
+    pub async fn sign_in(&self, email: &str, password: &str) -> Result<TokenAnswer, ApiError> {
+        let body = serde_json::json!({ "grant_type": "password", "username": email, "password": password });
+        self.post(None, "/v1/auth/token", &body).await
+    }
+
+    /// `GET /v1/overview`.
+    pub async fn overview(&self, token: &str, span: &Span) -> Result<Overview, ApiError> {
+        self.get(token, "/v1/overview", &span_params(span)).await
+    }
+
+    /// `GET /v1/kpis/campaigns`.
+    pub async fn campaign_kpis(
+        &self,
+        token: &str,
+        span: &Span,
+        r: &CampaignsRequest,
+    ) -> Result<CampaignsPage, ApiError> {
+        let mut q = span_params(span);
+        q.extend([
+            ("sort", r.sort.key().to_owned()),
+            (
+                "order",
+                match r.order {
+                    Order::Asc => "asc",
+                    Order::Desc => "desc",
+                }
+                .to_owned(),
+            ),
+            ("page_size", r.page_size.to_string()),
+        ]);
+        if let Some(t) = &r.page_token {
+            q.push(("page_token", t.clone()));
+        }
+        self.get(token, "/v1/kpis/campaigns", &q).await
+    }
+
+    /// `GET /v1/kpis/timeseries`, daily, for one campaign or all.
+    pub async fn daily_series(
+        &self,
+        token: &str,
+        span: &Span,
+        campaign: Option<&str>,
+    ) -> Result<TimeSeries, ApiError> {
+        let mut q = span_params(span);
+        q.push(("granularity", "day".to_owned()));
+        if let Some(c) = campaign {
+            q.push(("campaign", c.to_owned()));
+        }
+        self.get(token, "/v1/kpis/timeseries", &q).await
+    }
+
+    /// `GET /v1/kpis/channels`.
+    pub async fn channels(&self, token: &str, span: &Span) -> Result<Channels, ApiError> {
+        self.get(token, "/v1/kpis/channels", &span_params(span))
+            .await
+    }
+
+    /// `GET /v1/kpis/attribution`.
+    pub async fn attribution(&self, token: &str, span: &Span) -> Result<Attribution, ApiError> {
+        self.get(token, "/v1/kpis/attribution", &span_params(span))
+            .await
+    }
+
+    /// `GET /v1/kpis/anomalies` for one KPI, with the API's default baseline.
+    pub async fn anomalies(
+        &self,
+        token: &str,
+        span: &Span,
+        kpi: Kpi,
+    ) -> Result<Anomalies, ApiError> {
+        let mut q = span_params(span);
+        q.push(("kpi", kpi.key().to_owned()));
+        self.get(token, "/v1/kpis/anomalies", &q).await
     }
 }

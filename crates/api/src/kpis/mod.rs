@@ -7,14 +7,22 @@ mod queries;
 use std::time::Duration;
 
 use axum::{Json, extract::State};
+use domain::{
+    AnomalyParams, DateRange, Kpi, PageSize, Totals,
+    answers::{
+        Anomalies, AnomalyDay, Attribution, CampaignAttribution, CampaignKpis, CampaignsPage,
+        ChannelKpis, Channels, Granularity, Order, Overview, TimeSeries, TimeSeriesPoint,
+    },
+    format_date,
+};
 use proto::analytics::v1 as pb;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::{
     AppState,
     error::{ApiError, bad_request, within},
-    extract::{AppQuery, PageSize, text},
+    extract::{AppQuery, text},
     openapi::Errors,
     tenant::Tenant,
 };
@@ -35,10 +43,10 @@ async fn currency(
     wanted: Option<&str>,
 ) -> Result<String, ApiError> {
     if let Some(c) = wanted {
-        if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Ok(c.to_owned());
-        }
-        return Err(bad_request("currency must be three upper-case letters").into());
+        return match domain::Currency::parse(c) {
+            Some(c) => Ok(c.to_string()),
+            None => Err(bad_request("currency must be an ISO 4217 code").into()),
+        };
     }
     if let Some(c) = state.currencies.get(&tenant.id()) {
         return Ok(c);
@@ -51,105 +59,23 @@ async fn currency(
     Ok(c)
 }
 
-fn iso(d: time::Date) -> String {
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
-
 /// `from`/`to` default to the last 30 days; analytics validates and bounds them.
 fn range(from: Option<String>, to: Option<String>) -> pb::DateRange {
-    let today = time::OffsetDateTime::now_utc().date();
+    let last_30 = DateRange::ending(time::OffsetDateTime::now_utc().date(), 30);
     pb::DateRange {
-        to: to.unwrap_or_else(|| iso(today)),
-        from: from.unwrap_or_else(|| iso(today - time::Duration::days(29))),
+        from: from.unwrap_or_else(|| format_date(last_30.from)),
+        to: to.unwrap_or_else(|| format_date(last_30.to)),
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DateRange {
-    from: String,
-    to: String,
-}
-
-impl From<pb::DateRange> for DateRange {
-    fn from(r: pb::DateRange) -> Self {
-        Self {
-            from: r.from,
-            to: r.to,
-        }
-    }
-}
-
-/// Totals; money in integer micros; ratios absent when their denominator is zero.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct KpiTotals {
-    impressions: i64,
-    clicks: i64,
-    conversions: i64,
-    spend_micros: i64,
-    revenue_micros: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ctr: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cvr: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cpc_micros: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cpa_micros: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    roas: Option<f64>,
-}
-
-impl From<pb::Totals> for KpiTotals {
-    fn from(t: pb::Totals) -> Self {
-        Self {
-            impressions: t.impressions,
-            clicks: t.clicks,
-            conversions: t.conversions,
-            spend_micros: t.spend_micros,
-            revenue_micros: t.revenue_micros,
-            ctr: t.ctr,
-            cvr: t.cvr,
-            cpc_micros: t.cpc_micros,
-            cpa_micros: t.cpa_micros,
-            roas: t.roas,
-        }
-    }
-}
-
-fn totals(t: Option<pb::Totals>) -> KpiTotals {
+/// The totals of an answer (absent = nothing counted).
+fn totals(t: Option<pb::Totals>) -> Totals {
     t.unwrap_or_default().into()
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Kpi {
-    Impressions,
-    Clicks,
-    Conversions,
-    Spend,
-    Revenue,
-    Ctr,
-    Cvr,
-    Cpc,
-    Cpa,
-    Roas,
-}
-
-impl From<Kpi> for pb::Kpi {
-    fn from(k: Kpi) -> Self {
-        match k {
-            Kpi::Impressions => Self::Impressions,
-            Kpi::Clicks => Self::Clicks,
-            Kpi::Conversions => Self::Conversions,
-            Kpi::Spend => Self::Spend,
-            Kpi::Revenue => Self::Revenue,
-            Kpi::Ctr => Self::Ctr,
-            Kpi::Cvr => Self::Cvr,
-            Kpi::Cpc => Self::Cpc,
-            Kpi::Cpa => Self::Cpa,
-            Kpi::Roas => Self::Roas,
-        }
-    }
+/// A range analytics answered with.
+fn answered(r: Option<pb::DateRange>) -> Option<DateRange> {
+    r.and_then(|r| DateRange::try_from(r).ok())
 }
 
 // ------------------------------------------------------------------------- overview
@@ -167,15 +93,6 @@ pub struct RangeQuery {
     /// ISO 4217 code (default: the tenant's reporting currency).
     #[param(pattern = "^[A-Z]{3}$")]
     currency: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Overview {
-    range: Option<DateRange>,
-    previous_range: Option<DateRange>,
-    currency: String,
-    current: KpiTotals,
-    previous: KpiTotals,
 }
 
 /// Totals for a range and for the previous range of equal length.
@@ -198,8 +115,8 @@ pub async fn overview(
     )
     .await?;
     Ok(Json(Overview {
-        range: r.range.map(Into::into),
-        previous_range: r.previous_range.map(Into::into),
+        range: answered(r.range),
+        previous_range: answered(r.previous_range),
         currency: r.currency,
         current: totals(r.current),
         previous: totals(r.previous),
@@ -207,13 +124,6 @@ pub async fn overview(
 }
 
 // ------------------------------------------------------------------------ campaigns
-
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Order {
-    Asc,
-    Desc,
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -237,23 +147,6 @@ pub struct CampaignsQuery {
     /// From `next_page_token` of the previous page.
     #[param(max_length = 200)]
     page_token: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CampaignKpis {
-    campaign: String,
-    totals: KpiTotals,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CampaignsPage {
-    /// Currency (ISO 4217) of every money amount in this answer.
-    currency: String,
-    campaigns: Vec<CampaignKpis>,
-    /// Absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_page_token: Option<String>,
-    total_campaigns: u32,
 }
 
 /// KPIs per campaign, sorted and paged.
@@ -303,13 +196,6 @@ pub async fn campaigns(
 
 // ---------------------------------------------------------------------- time series
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Granularity {
-    Day,
-    Week,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -326,22 +212,6 @@ pub struct TimeSeriesQuery {
     /// Only this campaign.
     #[param(min_length = 1, max_length = 200)]
     campaign: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TimeSeriesPoint {
-    /// The first day of the period (a Monday for weeks).
-    period_start: String,
-    totals: KpiTotals,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TimeSeries {
-    /// Currency (ISO 4217) of every money amount in this answer.
-    currency: String,
-    granularity: Granularity,
-    /// One point per period, zero-filled.
-    points: Vec<TimeSeriesPoint>,
 }
 
 /// KPIs per day or ISO week, optionally for one campaign.
@@ -391,19 +261,6 @@ pub async fn timeseries(
 
 // ------------------------------------------------------------------------- channels
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ChannelKpis {
-    channel: String,
-    totals: KpiTotals,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Channels {
-    /// Currency (ISO 4217) of every money amount in this answer.
-    currency: String,
-    channels: Vec<ChannelKpis>,
-}
-
 /// KPIs per channel.
 #[utoipa::path(get, path = "/v1/kpis/channels", operation_id = "listChannelKpis", tag = "kpis", params(RangeQuery),
     responses((status = 200, body = Channels), Errors))]
@@ -437,23 +294,6 @@ pub async fn channels(
 }
 
 // ---------------------------------------------------------------------- attribution
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CampaignAttribution {
-    campaign: String,
-    /// Credited conversions in millionths of a conversion.
-    last_click_conversions_micros: i64,
-    last_click_revenue_micros: i64,
-    linear_conversions_micros: i64,
-    linear_revenue_micros: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Attribution {
-    /// Currency (ISO 4217) of every money amount in this answer.
-    currency: String,
-    campaigns: Vec<CampaignAttribution>,
-}
 
 /// Last-click versus linear attribution per campaign.
 #[utoipa::path(get, path = "/v1/kpis/attribution", operation_id = "getAttribution", tag = "kpis", params(RangeQuery),
@@ -509,23 +349,8 @@ pub struct AnomaliesQuery {
     #[param(minimum = 7, maximum = 56)]
     baseline_days: Option<u32>,
     /// |z| above which a day is anomalous (default 3.0).
-    #[param(minimum = 0.5, maximum = 100.0)]
+    #[param(minimum = 0.5, maximum = 10.0)]
     threshold: Option<f64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AnomalyDay {
-    day: String,
-    value: f64,
-    baseline_mean: f64,
-    baseline_stddev: f64,
-    z_score: f64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Anomalies {
-    kpi: Kpi,
-    anomalies: Vec<AnomalyDay>,
 }
 
 /// Days on which a KPI deviates from its trailing baseline.
@@ -536,12 +361,9 @@ pub async fn anomalies(
     tenant: Tenant,
     AppQuery(q): AppQuery<AnomaliesQuery>,
 ) -> Result<Json<Anomalies>, ApiError> {
-    if q.baseline_days.is_some_and(|d| !(7..=56).contains(&d)) {
-        return Err(bad_request("baseline_days must be 7..=56").into());
-    }
-    if q.threshold.is_some_and(|t| !(0.5..=100.0).contains(&t)) {
-        return Err(bad_request("threshold must be 0.5..=100").into());
-    }
+    // The one set of limits (domain's), as analytics applies them.
+    let params = AnomalyParams::parse(q.baseline_days, q.threshold)
+        .map_err(|e| bad_request(e.to_string()))?;
     let kpi = q.kpi.unwrap_or(Kpi::Clicks);
     let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
     let mut client = state.analytics.clone();
@@ -552,8 +374,8 @@ pub async fn anomalies(
             range: Some(range(q.from, q.to)),
             currency,
             kpi: pb::Kpi::from(kpi).into(),
-            baseline_days: q.baseline_days.unwrap_or(0),
-            threshold: q.threshold,
+            baseline_days: params.baseline_days,
+            threshold: Some(params.threshold),
         }),
     )
     .await?;

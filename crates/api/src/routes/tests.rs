@@ -548,3 +548,41 @@ async fn login_limits_apply_before_any_database_work() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["type"], "https://beacon.dev/problems/busy");
 }
+
+#[test]
+fn the_openapi_document_takes_its_kpis_and_limits_from_domain() {
+    let doc = serde_json::to_value(openapi()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let kpis: BTreeSet<&str> = schemas["Kpi"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let catalogue: BTreeSet<&str> = domain::CATALOGUE.iter().map(|d| d.key).collect();
+    assert_eq!(kpis, catalogue);
+    assert!(kpis.contains("cpm"));
+    let fields = schemas["KpiTotals"]["properties"].as_object().unwrap();
+    for d in domain::CATALOGUE {
+        assert!(
+            fields.contains_key(d.field),
+            "{} missing from KpiTotals",
+            d.field
+        );
+    }
+    let threshold = doc["paths"]["/v1/kpis/anomalies"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "threshold")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        threshold["schema"]["maximum"].as_f64(),
+        Some(domain::AnomalyParams::MAX_THRESHOLD)
+    );
+    assert_eq!(
+        threshold["schema"]["minimum"].as_f64(),
+        Some(domain::AnomalyParams::MIN_THRESHOLD)
+    );
+}
