@@ -14,10 +14,14 @@ use axum::{
 };
 use domain::{
     Kpi,
+    admin::{
+        AuditPage, CreatedKey, CreatedUser, KeyList, NewKey, NewUser, User, UserChange, UserList,
+    },
     answers::{Anomalies, Attribution, CampaignsPage, Channels, Order, Overview, TimeSeries},
 };
 use platform::client_addr::{ClientAddr, X_FORWARDED_FOR};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
 
 tokio::task_local! {
     /// The browser's address while a request of it is handled.
@@ -84,17 +88,15 @@ impl ApiClient {
         r
     }
 
-    async fn send<T: DeserializeOwned>(r: reqwest::RequestBuilder) -> Result<T, ApiError> {
+    /// Sends; a non-2xx answer is classified into an [`ApiError`].
+    async fn checked(r: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
         let response = r.send().await.map_err(|e| {
             tracing::warn!(error = %e, "api unreachable");
             ApiError::Unavailable
         })?;
         let status = response.status();
         if status.is_success() {
-            return response.json::<T>().await.map_err(|e| {
-                tracing::warn!(error = %e, "unexpected api answer");
-                ApiError::Unavailable
-            });
+            return Ok(response);
         }
         let retry_after = response
             .headers()
@@ -124,7 +126,14 @@ impl ApiClient {
         })
     }
 
-    pub async fn get<T: DeserializeOwned>(
+    async fn send<T: DeserializeOwned>(r: reqwest::RequestBuilder) -> Result<T, ApiError> {
+        Self::checked(r).await?.json::<T>().await.map_err(|e| {
+            tracing::warn!(error = %e, "unexpected api answer");
+            ApiError::Unavailable
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(
         &self,
         token: &str,
         path: &str,
@@ -137,7 +146,7 @@ impl ApiClient {
         .await
     }
 
-    pub async fn post<T: DeserializeOwned>(
+    async fn post<T: DeserializeOwned>(
         &self,
         token: Option<&str>,
         path: &str,
@@ -146,7 +155,7 @@ impl ApiClient {
         Self::send(self.request(reqwest::Method::POST, path, token).json(body)).await
     }
 
-    pub async fn patch<T: DeserializeOwned>(
+    async fn patch<T: DeserializeOwned>(
         &self,
         token: &str,
         path: &str,
@@ -159,12 +168,10 @@ impl ApiClient {
         .await
     }
 
-    pub async fn delete<T: DeserializeOwned>(
-        &self,
-        token: &str,
-        path: &str,
-    ) -> Result<T, ApiError> {
-        Self::send(self.request(reqwest::Method::DELETE, path, Some(token))).await
+    async fn delete_no_content(&self, token: &str, path: &str) -> Result<(), ApiError> {
+        Self::checked(self.request(reqwest::Method::DELETE, path, Some(token)))
+            .await
+            .map(drop)
     }
 }
 
@@ -268,5 +275,55 @@ impl ApiClient {
         let mut q = span_params(span);
         q.push(("kpi", kpi.key().to_owned()));
         self.get(token, "/v1/kpis/anomalies", &q).await
+    }
+}
+
+/// The admin routes, with `domain::admin`'s types.
+impl ApiClient {
+    /// `GET /v1/users` (the first 100).
+    pub async fn users(&self, token: &str) -> Result<UserList, ApiError> {
+        self.get(token, "/v1/users", &[("limit", "100".into())])
+            .await
+    }
+
+    /// `POST /v1/users`.
+    pub async fn create_user(&self, token: &str, new: &NewUser) -> Result<CreatedUser, ApiError> {
+        self.post(Some(token), "/v1/users", new).await
+    }
+
+    /// `PATCH /v1/users/{id}`.
+    pub async fn update_user(
+        &self,
+        token: &str,
+        id: Uuid,
+        change: &UserChange,
+    ) -> Result<User, ApiError> {
+        self.patch(token, &format!("/v1/users/{id}"), change).await
+    }
+
+    /// `GET /v1/api-keys` (the first 100).
+    pub async fn api_keys(&self, token: &str) -> Result<KeyList, ApiError> {
+        self.get(token, "/v1/api-keys", &[("limit", "100".into())])
+            .await
+    }
+
+    /// `POST /v1/api-keys`.
+    pub async fn create_api_key(&self, token: &str, new: &NewKey) -> Result<CreatedKey, ApiError> {
+        self.post(Some(token), "/v1/api-keys", new).await
+    }
+
+    /// `DELETE /v1/api-keys/{id}` (204, no body).
+    pub async fn revoke_api_key(&self, token: &str, id: Uuid) -> Result<(), ApiError> {
+        self.delete_no_content(token, &format!("/v1/api-keys/{id}"))
+            .await
+    }
+
+    /// `GET /v1/audit-log`, 50 entries older than `before`.
+    pub async fn audit_log(&self, token: &str, before: Option<i64>) -> Result<AuditPage, ApiError> {
+        let mut q = vec![("limit", "50".to_owned())];
+        if let Some(b) = before {
+            q.push(("before", b.to_string()));
+        }
+        self.get(token, "/v1/audit-log", &q).await
     }
 }

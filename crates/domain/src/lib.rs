@@ -12,6 +12,7 @@ pub use event::{
     BatchError, Currency, Event, EventType, FIELDS, FieldError, Limits, parse_csv, parse_ndjson,
     to_csv, to_ndjson,
 };
+pub mod admin;
 pub mod answers;
 pub mod kpi;
 pub mod page;

@@ -4,11 +4,11 @@
 mod queries;
 
 use axum::{Json, http::StatusCode, response::IntoResponse};
+use domain::admin::{ApiKey, CreatedKey, KeyList, NewKey};
 use platform::http::Problem;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
+use utoipa::IntoParams;
 
 use crate::{
     audit::{self, Event, action},
@@ -18,39 +18,6 @@ use crate::{
     openapi::Errors,
     tenant::Tenant,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub enum KeyScope {
-    #[serde(rename = "events:write")]
-    EventsWrite,
-    #[serde(rename = "kpis:read")]
-    KpisRead,
-}
-
-impl KeyScope {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::EventsWrite => "events:write",
-            Self::KpisRead => "kpis:read",
-        }
-    }
-}
-
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct ApiKey {
-    id: Uuid,
-    name: String,
-    /// The public part of the key (`bk_<prefix>_…`).
-    prefix: String,
-    scopes: Vec<String>,
-    created_by: Option<Uuid>,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    created_at: time::OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    revoked_at: Option<time::OffsetDateTime>,
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -64,11 +31,6 @@ pub struct KeyQuery {
     limit: Option<u32>,
     #[param(minimum = 0, maximum = 10000)]
     offset: Option<u32>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct KeyList {
-    keys: Vec<ApiKey>,
 }
 
 /// API keys of the caller's tenant, optionally by prefix. Secrets are never shown again.
@@ -102,23 +64,6 @@ pub async fn get_key(tenant: Tenant, Id(id): Id) -> Result<Json<ApiKey>, ApiErro
     let key = queries::get(&mut tx, id).await?;
     tx.commit().await?;
     Ok(Json(key.ok_or_else(Problem::not_found)?))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewKey {
-    #[schema(min_length = 1, max_length = 200)]
-    name: String,
-    /// Distinct scopes.
-    #[schema(min_items = 1, max_items = 2)]
-    scopes: Vec<KeyScope>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedKey {
-    key: ApiKey,
-    /// The full key, shown once. Only its SHA-256 is stored.
-    secret: String,
 }
 
 /// Create an API key; its secret is in this answer and nowhere else, ever.

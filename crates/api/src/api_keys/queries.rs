@@ -3,12 +3,12 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::ApiKey;
 use crate::{
     credentials::NewApiKey,
     error::{ApiError, Context as _},
     extract::PageSize,
 };
+use domain::admin::ApiKey;
 
 const COLUMNS: &str = "id, name, prefix, scopes, created_by, created_at, revoked_at";
 

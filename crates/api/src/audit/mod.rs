@@ -6,9 +6,10 @@
 mod queries;
 
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use domain::admin::AuditPage;
+use serde::Deserialize;
 use sqlx::PgPool;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::{
@@ -80,29 +81,6 @@ pub struct AuditQuery {
     /// 1..=100, default 50.
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-}
-
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct AuditEntry {
-    pub(crate) id: i64,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    occurred_at: time::OffsetDateTime,
-    actor: String,
-    action: String,
-    outcome: String,
-    client_addr: Option<String>,
-    request_id: Option<String>,
-    #[schema(value_type = Object)]
-    details: serde_json::Value,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditPage {
-    entries: Vec<AuditEntry>,
-    /// Pass as `before` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_before: Option<i64>,
 }
 
 /// The caller's tenant's audit log, newest first.

@@ -3,7 +3,9 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{AuditEntry, Event};
+use domain::admin::AuditEntry;
+
+use super::Event;
 use crate::{
     error::{ApiError, Context as _},
     extract::{Meta, PageSize},

@@ -4,12 +4,12 @@
 mod queries;
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use domain::admin::{CreatedUser, NewUser, Role, User, UserChange, UserList};
 use platform::http::Problem;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
+use utoipa::IntoParams;
 
 use crate::{
     AppState,
@@ -21,35 +21,6 @@ use crate::{
     tenant::Tenant,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Viewer,
-    Admin,
-}
-
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Viewer => "viewer",
-            Self::Admin => "admin",
-        }
-    }
-}
-
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct User {
-    id: Uuid,
-    email: String,
-    display_name: String,
-    /// `viewer` or `admin`.
-    role: String,
-    disabled: bool,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    created_at: time::OffsetDateTime,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -60,11 +31,6 @@ pub struct PageQuery {
     /// Rows to skip, at most 10000.
     #[param(minimum = 0, maximum = 10000)]
     offset: Option<u32>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserList {
-    users: Vec<User>,
 }
 
 /// Users of the caller's tenant.
@@ -90,23 +56,6 @@ pub async fn get_user(tenant: Tenant, Id(id): Id) -> Result<Json<User>, ApiError
     let user = queries::get(&mut tx, id).await?;
     tx.commit().await?;
     Ok(Json(user.ok_or_else(Problem::not_found)?))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewUser {
-    #[schema(format = Email, max_length = 254)]
-    email: String,
-    #[schema(min_length = 1, max_length = 200)]
-    display_name: String,
-    role: Role,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedUser {
-    user: User,
-    /// Shown once: hand it to the user over a trusted channel.
-    initial_password: String,
 }
 
 fn email(value: &str) -> Result<Email, Problem> {
@@ -172,13 +121,6 @@ pub async fn create_user(
             initial_password,
         }),
     ))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UserChange {
-    role: Option<Role>,
-    disabled: Option<bool>,
 }
 
 /// Change a user's role or disable/enable them. Takes effect at their next token

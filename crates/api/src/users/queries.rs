@@ -5,12 +5,12 @@ use platform::http::Problem;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::User;
 use crate::{
     credentials::Email,
     error::{ApiError, Context as _},
     extract::PageSize,
 };
+use domain::admin::User;
 
 const COLUMNS: &str =
     "id, email, display_name, role, disabled_at IS NOT NULL AS disabled, created_at";
