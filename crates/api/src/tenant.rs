@@ -88,3 +88,25 @@ impl DerefMut for TenantTx {
         &mut self.tx
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Request, StatusCode};
+    use axum::response::IntoResponse as _;
+
+    use super::*;
+
+    /// A handler that takes `Tenant` on a request the permission layer did not
+    /// verify gets no transaction at all: 401, before any database work (the pool
+    /// here points nowhere).
+    #[tokio::test]
+    async fn no_verified_caller_no_tenant() {
+        let state = crate::routes::tests::state(&crate::routes::tests::keys());
+        let (mut parts, _) = Request::get("/v1/users").body(()).unwrap().into_parts();
+        let refused = Tenant::from_request_parts(&mut parts, &state)
+            .await
+            .unwrap_err()
+            .into_response();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+}

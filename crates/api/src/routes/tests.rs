@@ -188,7 +188,7 @@ pub(crate) fn keys() -> Keys {
 
 /// State over a database and an analytics service that do not exist: every
 /// request below is decided before either is reached.
-fn state(keys: &Keys) -> AppState {
+pub(crate) fn state(keys: &Keys) -> AppState {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .acquire_timeout(Duration::from_millis(200))
         .connect_lazy("postgres://nobody@127.0.0.1:1/none")
