@@ -67,6 +67,34 @@ fn local(port: u16) -> std::net::SocketAddr {
 }
 
 impl Stack {
+    /// One sign-in attempt (password grant), whatever its answer.
+    pub async fn sign_in(&self, email: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/auth/token", self.api_url))
+            .json(&serde_json::json!({ "grant_type": "password", "username": email, "password": password }))
+            .send()
+            .await
+            .expect("token request")
+    }
+
+    /// A user's access token; the sign-in must succeed.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        password_token(&self.client, &self.api_url, email, password).await
+    }
+
+    /// `GET` an api path with a token; the answer must be 200 JSON.
+    pub async fn get_json(&self, token: &str, path: &str) -> serde_json::Value {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.api_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("api request");
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.expect("JSON answer")
+    }
+
     pub fn cert(&self, name: &str) -> PathBuf {
         self.certs.path().join(name)
     }

@@ -318,6 +318,41 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
             );
         }
 
+        // CPM, added to the KPI catalogue: PostgreSQL sorts by the catalogue's
+        // expression, and the value equals spend per thousand impressions of the events.
+        let by_cpm = client
+            .list_campaigns(ListCampaignsRequest {
+                tenant_id: tenant_id.clone(),
+                range: range.clone(),
+                currency: currency.clone(),
+                sort_by: Kpi::Cpm as i32,
+                ascending: true,
+                page_size: 100,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let cpms: Vec<Option<i64>> = by_cpm
+            .campaigns
+            .iter()
+            .map(|c| {
+                let s = want[&c.campaign];
+                (s.impressions != 0).then(|| s.spend * 1000 / s.impressions)
+            })
+            .collect();
+        let defined: Vec<i64> = cpms.iter().flatten().copied().collect();
+        assert!(defined.len() >= 2, "{cpms:?}");
+        assert!(defined.windows(2).all(|w| w[0] <= w[1]), "{cpms:?}");
+        for c in &by_cpm.campaigns {
+            let t = domain::Totals::from(c.totals.unwrap());
+            let s = want[&c.campaign];
+            assert_eq!(
+                t.int(domain::Kpi::Cpm),
+                (s.impressions != 0).then(|| s.spend * 1000 / s.impressions)
+            );
+        }
+
         // Daily and weekly series: one point per period, zero-filled.
         let daily = group_by(&events, from, to, |e| e.occurred_at.date());
         let weekly = group_by(&events, from, to, |e| monday(e.occurred_at.date()));

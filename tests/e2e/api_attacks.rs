@@ -14,22 +14,11 @@ use xtask::seed::{DemoTenant, create_tenant, demo_tenants, generate_events, inge
 const PASSWORD: &str = "attack-password-1";
 
 async fn login(stack: &Stack, email: &str, password: &str) -> reqwest::Response {
-    stack
-        .client
-        .post(format!("{}/v1/auth/token", stack.api_url))
-        .json(&json!({ "grant_type": "password", "username": email, "password": password }))
-        .send()
-        .await
-        .unwrap()
+    stack.sign_in(email, password).await
 }
 
 async fn token(stack: &Stack, email: &str) -> String {
-    let r = login(stack, email, PASSWORD).await;
-    assert_eq!(r.status(), 200, "login {email}");
-    r.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    stack.login(email, PASSWORD).await
 }
 
 async fn call(

@@ -338,37 +338,8 @@ async fn a_real_browser_sees_the_apis_numbers_under_a_strict_policy(admin: PgPoo
     );
 
     // Overview: the tiles show exactly the API's numbers for the same user.
-    let token = {
-        let r = stack
-            .client
-            .post(format!("{}/v1/auth/token", stack.api_url))
-            .json(&json!({ "grant_type": "password", "username": t.admin_email, "password": t.password }))
-            .send()
-            .await
-            .unwrap();
-        r.json::<Value>().await.unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let api = |path: &'static str| {
-        let (client, url, token) = (
-            stack.client.clone(),
-            format!("{}{path}", stack.api_url),
-            token.clone(),
-        );
-        async move {
-            client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let token = stack.login(&t.admin_email, &t.password).await;
+    let api = |path: &'static str| stack.get_json(&token, path);
     let overview = api("/v1/overview").await;
     let text = |sel: String| {
         let c = c.clone();
@@ -444,6 +415,20 @@ async fn a_real_browser_sees_the_apis_numbers_under_a_strict_policy(admin: PgPoo
             dashboard::format_money(want["totals"]["spend_micros"].as_i64().unwrap(), "EUR")
         );
     }
+    // The columns are the KPI catalogue's, CPM included.
+    let mut headings = Vec::new();
+    for th in c
+        .find_all(Locator::Css("#campaigns thead th"))
+        .await
+        .unwrap()
+    {
+        headings.push(th.text().await.unwrap());
+    }
+    assert_eq!(headings.len(), domain::CATALOGUE.len() + 1, "{headings:?}");
+    assert!(
+        headings.iter().any(|h| h.starts_with("CPM")),
+        "{headings:?}"
+    );
     let hostile = c.find(Locator::Css("#campaigns tbody tr th a")).await;
     assert!(hostile.is_ok());
     let names: Vec<String> = {

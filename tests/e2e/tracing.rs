@@ -295,6 +295,24 @@ async fn one_dashboard_request_is_one_trace_across_all_hops(admin: PgPool) {
         .find(|s| s.service == "analytics" && s.name == "db.query")
         .expect("database span in the same trace");
     assert_eq!(parent_service(db_span).as_deref(), Some("analytics"));
+    // The overview query itself is traced: a database span under GetOverview.
+    let under_overview = |s: &Span| {
+        let mut parent = by_id.get(s.parent.as_slice());
+        while let Some(p) = parent {
+            if p.span_id == grpc_span.span_id {
+                return true;
+            }
+            parent = by_id.get(p.parent.as_slice());
+        }
+        false
+    };
+    assert!(
+        trace
+            .iter()
+            .any(|s| s.service == "analytics" && s.name == "db.query" && under_overview(s)),
+        "no db.query span under {}",
+        grpc_span.name
+    );
     // Every span of the trace hangs off the root.
     for span in &trace {
         let mut cursor = *span;

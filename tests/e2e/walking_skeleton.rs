@@ -46,10 +46,6 @@ fn totals(v: &Value) -> Expected {
     }
 }
 
-async fn login_token(stack: &Stack, email: &str, password: &str) -> String {
-    beacon_e2e::password_token(&stack.client, &stack.api_url, email, password).await
-}
-
 fn cookie_of(response: &reqwest::Response, name: &str) -> Option<String> {
     response
         .headers()
@@ -177,7 +173,7 @@ async fn overview_flows_from_ingest_to_dashboard_and_tenants_stay_apart(admin: P
         let want_current = expected(events, from, today);
         let want_previous = expected(events, prev_from, from - Duration::days(1));
         for email in [&t.admin_email, &t.viewer_email] {
-            let token = login_token(&stack, email, &t.password).await;
+            let token = stack.login(email, &t.password).await;
             let r = stack
                 .client
                 .get(format!("{}/v1/overview", stack.api_url))
@@ -267,7 +263,9 @@ async fn bad_input_is_refused_and_nothing_is_half_written(admin: PgPool) {
         assert_eq!(r.status(), 401);
         assert_eq!(r.headers()["content-type"], "application/problem+json");
     }
-    let user_token = login_token(&stack, &tenants[0].admin_email, &tenants[0].password).await;
+    let user_token = stack
+        .login(&tenants[0].admin_email, &tenants[0].password)
+        .await;
     let r = post(
         Some(format!("Bearer {user_token}")),
         domain::to_ndjson(&events),
@@ -336,15 +334,7 @@ async fn bad_input_is_refused_and_nothing_is_half_written(admin: PgPool) {
         (tenants[0].admin_email.as_str(), "wrong"),
         ("nobody@example.com", "wrong"),
     ] {
-        let r = stack
-            .client
-            .post(format!("{}/v1/auth/token", stack.api_url))
-            .json(
-                &serde_json::json!({ "grant_type": "password", "username": user, "password": pw }),
-            )
-            .send()
-            .await
-            .unwrap();
+        let r = stack.sign_in(user, pw).await;
         assert_eq!(r.status(), 401);
         let body: Value = r.json().await.unwrap();
         assert_eq!(

@@ -9,9 +9,8 @@
 //! seasonality; a baseline of 14 or 28 days weights weekdays evenly. A flat baseline
 //! (standard deviation 0) flags nothing: every deviation would be infinitely large.
 
-use proto::analytics::v1::{Anomaly, Kpi, TimeSeriesPoint};
-
-use crate::kpis;
+use domain::{Kpi, Totals};
+use proto::analytics::v1::{Anomaly, TimeSeriesPoint};
 
 /// `daily` must be one point per day, ascending, covering `n` days before `first_day`.
 pub fn detect(
@@ -23,7 +22,7 @@ pub fn detect(
 ) -> Vec<Anomaly> {
     let values: Vec<Option<f64>> = daily
         .iter()
-        .map(|p| p.totals.as_ref().and_then(|t| kpis::value(t, kpi)))
+        .map(|p| p.totals.map(Totals::from).and_then(|t| t.number(kpi)))
         .collect();
     let mut out = Vec::new();
     for (i, point) in daily.iter().enumerate() {
@@ -63,7 +62,7 @@ mod tests {
     fn day(i: usize, clicks: i64) -> TimeSeriesPoint {
         TimeSeriesPoint {
             period_start: format!("2026-01-{:02}", i + 1),
-            totals: Some(kpis::totals(1000, clicks, 0, 0, 0)),
+            totals: Some(Totals::new(domain::Facts::from_sums([1000, clicks, 0, 0, 0])).into()),
         }
     }
 

@@ -3,7 +3,6 @@
 //! TLS and authorized by their workload identity (from the access model).
 
 mod anomaly;
-pub mod kpis;
 pub mod queries;
 mod service;
 
@@ -47,7 +46,7 @@ impl Config {
             request_timeout: config::millis("BEACON_REQUEST_TIMEOUT_MS", 5_000)?,
             bounds: Bounds {
                 max_range_days: config::or("BEACON_MAX_RANGE_DAYS", 731)?,
-                max_page_size: config::or("BEACON_MAX_PAGE_SIZE", 100)?,
+                max_page_size: config::or("BEACON_MAX_PAGE_SIZE", domain::PageSize::MAX)?,
                 default_page_size: 25,
             },
             reflection: config::or("BEACON_GRPC_REFLECTION", false)?,

@@ -3,28 +3,19 @@
 //! clause, keeps tenants apart. Queries read only `output` (O(days × campaigns)),
 //! never `raw`, so their cost does not grow with event volume.
 
+use domain::kpi::{Facts, Kpi};
 use proto::analytics::v1::{
-    CampaignAttribution, CampaignKpis, ChannelKpis, Kpi, TimeSeriesPoint, Totals,
+    self as pb, CampaignAttribution, CampaignKpis, ChannelKpis, TimeSeriesPoint, Totals,
 };
 use sqlx::{PgPool, Postgres, Transaction};
 use tonic::Status;
 
-use crate::{kpis, service::Scope};
+use crate::service::Scope;
 
-/// The five summed facts, as selected by every aggregate query.
-#[derive(sqlx::FromRow)]
-struct Sums {
-    i: i64,
-    c: i64,
-    v: i64,
-    s: i64,
-    r: i64,
-}
-
-impl From<Sums> for Totals {
-    fn from(x: Sums) -> Self {
-        kpis::totals(x.i, x.c, x.v, x.s, x.r)
-    }
+/// The wire totals of the five sums, in [`domain::Fact::ALL`] order: every KPI is
+/// computed by the catalogue.
+fn totals(sums: [i64; 5]) -> Totals {
+    domain::Totals::new(Facts::from_sums(sums)).into()
 }
 
 const SUMS: &str = "coalesce(sum(impressions), 0)::bigint AS i, coalesce(sum(clicks), 0)::bigint AS c,
@@ -38,7 +29,6 @@ async fn begin(
     platform::db::begin_read_only_for_tenant(pool, scope.tenant).await
 }
 
-#[tracing::instrument(name = "db.query", skip_all, fields(db.system = "postgresql", db.operation = "overview", otel.kind = "client"))]
 /// The overview query: $1 tenant, $2 first day of the range, $3 first day of the
 /// previous range, $4 last day, $5 currency. Public so benchmarks run the same SQL.
 pub fn overview_sql() -> String {
@@ -50,9 +40,10 @@ pub fn overview_sql() -> String {
 }
 
 /// The campaign KPI query: $1 tenant, $2 from, $3 to, $4 currency, $5 limit, $6 offset.
-pub fn campaigns_sql(sort: Kpi, ascending: bool) -> String {
+/// The sort expression is the catalogue's (unspecified: spend).
+pub fn campaigns_sql(sort: pb::Kpi, ascending: bool) -> String {
     let direction = if ascending { "ASC" } else { "DESC" };
-    let order = kpis::sort_expression(sort);
+    let order = Kpi::try_from(sort).unwrap_or(Kpi::Spend).sort_expression();
     format!(
         "WITH per_campaign AS (
              SELECT campaign, {SUMS} FROM output.daily_campaign_facts
@@ -64,13 +55,14 @@ pub fn campaigns_sql(sort: Kpi, ascending: bool) -> String {
     )
 }
 
+#[tracing::instrument(name = "db.query", skip_all, fields(db.system = "postgresql", db.operation = "overview", otel.kind = "client"))]
 pub(crate) async fn overview(
     pool: &PgPool,
     scope: &Scope,
     prev_from: time::Date,
 ) -> Result<(Totals, Totals), sqlx::Error> {
     let mut tx = begin(pool, scope).await?;
-    let rows: Vec<(bool, Sums)> =
+    let rows: Vec<(bool, [i64; 5])> =
         sqlx::query_as::<_, (bool, i64, i64, i64, i64, i64)>(&overview_sql())
             .bind(scope.tenant)
             .bind(scope.from)
@@ -80,16 +72,16 @@ pub(crate) async fn overview(
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
-            .map(|(cur, i, c, v, s, r)| (cur, Sums { i, c, v, s, r }))
+            .map(|(cur, i, c, v, s, r)| (cur, [i, c, v, s, r]))
             .collect();
     tx.commit().await?;
-    let zero = || kpis::totals(0, 0, 0, 0, 0);
+    let zero = || totals([0; 5]);
     let (mut current, mut previous) = (zero(), zero());
     for (is_current, sums) in rows {
         if is_current {
-            current = sums.into();
+            current = totals(sums);
         } else {
-            previous = sums.into();
+            previous = totals(sums);
         }
     }
     Ok((current, previous))
@@ -114,7 +106,7 @@ pub(crate) fn decode_page_token(token: &str) -> Result<u64, Status> {
 pub(crate) async fn campaigns(
     pool: &PgPool,
     scope: &Scope,
-    sort: Kpi,
+    sort: pb::Kpi,
     ascending: bool,
     limit: u32,
     offset: u64,
@@ -136,7 +128,7 @@ pub(crate) async fn campaigns(
         .into_iter()
         .map(|(campaign, i, c, v, s, r, _)| CampaignKpis {
             campaign,
-            totals: Some(kpis::totals(i, c, v, s, r)),
+            totals: Some(totals([i, c, v, s, r])),
         })
         .collect();
     Ok((campaigns, total))
@@ -173,8 +165,8 @@ pub(crate) async fn time_series(
     Ok(rows
         .into_iter()
         .map(|(day, i, c, v, s, r)| TimeSeriesPoint {
-            period_start: crate::service::format_date(day),
-            totals: Some(kpis::totals(i, c, v, s, r)),
+            period_start: domain::format_date(day),
+            totals: Some(totals([i, c, v, s, r])),
         })
         .collect())
 }
@@ -201,7 +193,7 @@ pub(crate) async fn channels(
         .into_iter()
         .map(|(channel, i, c, v, s, r)| ChannelKpis {
             channel,
-            totals: Some(kpis::totals(i, c, v, s, r)),
+            totals: Some(totals([i, c, v, s, r])),
         })
         .collect())
 }

@@ -1,6 +1,7 @@
 //! The gRPC handlers: parse the request, run one tenant-scoped read transaction, map
 //! errors to statuses that leak nothing. The SQL lives in [`crate::queries`].
 
+use domain::{AnomalyParams, PageSize, format_date};
 use proto::analytics::v1::{
     AnomaliesRequest, AnomaliesResponse, AttributionRequest, AttributionResponse, ChannelsRequest,
     ChannelsResponse, DateRange, Granularity, Kpi, ListCampaignsRequest, ListCampaignsResponse,
@@ -8,7 +9,7 @@ use proto::analytics::v1::{
     analytics_server::Analytics,
 };
 use sqlx::PgPool;
-use time::{Date, format_description::well_known::Iso8601};
+use time::Date;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -18,6 +19,7 @@ use crate::{anomaly, queries};
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
     pub max_range_days: i64,
+    /// May lower `domain::PageSize::MAX` (the one bound), never raise it.
     pub max_page_size: u32,
     pub default_page_size: u32,
 }
@@ -26,7 +28,7 @@ impl Default for Bounds {
     fn default() -> Self {
         Self {
             max_range_days: 731,
-            max_page_size: 100,
+            max_page_size: PageSize::MAX,
             default_page_size: 25,
         }
     }
@@ -53,39 +55,14 @@ pub(crate) struct Scope {
     pub currency: String,
 }
 
-/// The dates a range may name. Anything outside is refused before any date arithmetic
-/// (the previous period and the anomaly baseline lie before `from`): `time` panics on
-/// dates beyond ±9999 years, and no marketing data is that old.
-const EARLIEST: Date = time::macros::date!(1900 - 01 - 01);
-const LATEST: Date = time::macros::date!(9999 - 12 - 31);
-
-fn parse_date(field: &str, s: &str) -> Result<Date, Status> {
-    let date = Date::parse(s, &Iso8601::DATE)
-        .map_err(|_| Status::invalid_argument(format!("{field} must be a date YYYY-MM-DD")))?;
-    if !(EARLIEST..=LATEST).contains(&date) {
-        return Err(Status::invalid_argument(format!(
-            "{field} must be between {} and {}",
-            format_date(EARLIEST),
-            format_date(LATEST)
-        )));
-    }
-    Ok(date)
+fn invalid(e: domain::ParamError) -> Status {
+    Status::invalid_argument(e.0)
 }
 
-/// An inclusive day range, bounded in length.
-fn parse_range(range: Option<&DateRange>, max_days: i64) -> Result<(Date, Date), Status> {
+/// An inclusive day range, bounded in length (`domain::DateRange`'s rules).
+fn parse_range(range: Option<&DateRange>, max_days: i64) -> Result<domain::DateRange, Status> {
     let range = range.ok_or_else(|| Status::invalid_argument("range is required"))?;
-    let from = parse_date("range.from", &range.from)?;
-    let to = parse_date("range.to", &range.to)?;
-    if to < from {
-        return Err(Status::invalid_argument("range.to is before range.from"));
-    }
-    if (to - from).whole_days() + 1 > max_days {
-        return Err(Status::invalid_argument(format!(
-            "range longer than {max_days} days"
-        )));
-    }
-    Ok((from, to))
+    domain::DateRange::parse(&range.from, &range.to, max_days).map_err(invalid)
 }
 
 fn parse_scope(
@@ -96,7 +73,7 @@ fn parse_scope(
 ) -> Result<Scope, Status> {
     let tenant = Uuid::parse_str(tenant)
         .map_err(|_| Status::invalid_argument("tenant_id must be a UUID"))?;
-    let (from, to) = parse_range(range, bounds.max_range_days)?;
+    let range = parse_range(range, bounds.max_range_days)?;
     if domain::Currency::parse(currency).is_none() {
         return Err(Status::invalid_argument(
             "currency must be an ISO 4217 code",
@@ -104,14 +81,10 @@ fn parse_scope(
     }
     Ok(Scope {
         tenant,
-        from,
-        to,
+        from: range.from,
+        to: range.to,
         currency: currency.to_owned(),
     })
-}
-
-pub(crate) fn format_date(d: Date) -> String {
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 fn range(from: Date, to: Date) -> Option<DateRange> {
@@ -137,9 +110,13 @@ pub(crate) fn db_error(e: sqlx::Error) -> Status {
     }
 }
 
-fn kpi(value: i32) -> Result<Kpi, Status> {
+/// A KPI of the catalogue; `None` when unspecified.
+fn kpi(value: i32) -> Result<Option<domain::Kpi>, Status> {
     match Kpi::try_from(value) {
-        Ok(k) => Ok(k),
+        Ok(Kpi::Unspecified) => Ok(None),
+        Ok(k) => domain::Kpi::try_from(k)
+            .map(Some)
+            .map_err(|()| Status::invalid_argument("unknown kpi")),
         Err(_) => Err(Status::invalid_argument("unknown kpi")),
     }
 }
@@ -162,12 +139,13 @@ impl Analytics for AnalyticsService {
             &req.currency,
             &self.bounds,
         )?;
-        let days = (scope.to - scope.from).whole_days() + 1;
-        let prev_to = scope
-            .from
-            .previous_day()
-            .ok_or_else(|| Status::invalid_argument("range.from too early"))?;
-        let prev_from = scope.from - time::Duration::days(days);
+        let previous = domain::DateRange {
+            from: scope.from,
+            to: scope.to,
+        }
+        .previous()
+        .ok_or_else(|| Status::invalid_argument("range.from too early"))?;
+        let (prev_from, prev_to) = (previous.from, previous.to);
         let (current, previous) = queries::overview(&self.pool, &scope, prev_from)
             .await
             .map_err(db_error)?;
@@ -193,25 +171,25 @@ impl Analytics for AnalyticsService {
             &req.currency,
             &self.bounds,
         )?;
-        let sort = match kpi(req.sort_by)? {
-            Kpi::Unspecified => Kpi::Spend,
-            k => k,
-        };
-        let page_size = match req.page_size {
-            0 => self.bounds.default_page_size,
-            n if n > self.bounds.max_page_size => {
-                return Err(Status::invalid_argument(format!(
-                    "page_size above {}",
-                    self.bounds.max_page_size
-                )));
-            }
-            n => n,
-        };
+        let sort = kpi(req.sort_by)?.unwrap_or(domain::Kpi::Spend);
+        let page_size = PageSize::parse_within(
+            Some(req.page_size).filter(|n| *n != 0),
+            self.bounds.default_page_size,
+            self.bounds.max_page_size,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .get();
         let offset = queries::decode_page_token(&req.page_token)?;
-        let (campaigns, total) =
-            queries::campaigns(&self.pool, &scope, sort, req.ascending, page_size, offset)
-                .await
-                .map_err(db_error)?;
+        let (campaigns, total) = queries::campaigns(
+            &self.pool,
+            &scope,
+            sort.into(),
+            req.ascending,
+            page_size,
+            offset,
+        )
+        .await
+        .map_err(db_error)?;
         let next = offset + u64::from(page_size);
         count("ListCampaigns");
         Ok(Response::new(ListCampaignsResponse {
@@ -299,23 +277,12 @@ impl Analytics for AnalyticsService {
             &req.currency,
             &self.bounds,
         )?;
-        let kpi = match kpi(req.kpi)? {
-            Kpi::Unspecified => return Err(Status::invalid_argument("kpi is required")),
-            k => k,
-        };
-        let baseline_days = match req.baseline_days {
-            0 => 14,
-            n @ 7..=56 => n,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "baseline_days must be between 7 and 56",
-                ));
-            }
-        };
-        let threshold = req.threshold.unwrap_or(3.0);
-        if !(threshold.is_finite() && threshold > 0.0 && threshold <= 10.0) {
-            return Err(Status::invalid_argument("threshold must be in (0, 10]"));
-        }
+        let kpi = kpi(req.kpi)?.ok_or_else(|| Status::invalid_argument("kpi is required"))?;
+        let AnomalyParams {
+            baseline_days,
+            threshold,
+        } = AnomalyParams::parse(Some(req.baseline_days).filter(|d| *d != 0), req.threshold)
+            .map_err(invalid)?;
         let extended = Scope {
             from: scope.from - time::Duration::days(i64::from(baseline_days)),
             ..scope.clone()
@@ -332,7 +299,7 @@ impl Analytics for AnalyticsService {
         );
         count("GetAnomalies");
         Ok(Response::new(AnomaliesResponse {
-            kpi: kpi as i32,
+            kpi: Kpi::from(kpi).into(),
             anomalies,
         }))
     }
@@ -353,6 +320,7 @@ mod tests {
         assert!(parse_range(Some(&r("2020-01-01", "2026-01-31")), 731).is_err());
         assert!(parse_range(Some(&r("yesterday", "2026-01-31")), 731).is_err());
         assert!(parse_range(None, 731).is_err());
+        // Ranges are parsed by domain's one set of rules.
         // Extended years parse as dates but are refused before any arithmetic.
         for far in ["-009999-01-02", "+010000-01-01", "1899-12-31"] {
             let e = parse_range(Some(&r(far, "2026-01-31")), 731).unwrap_err();

@@ -25,8 +25,10 @@ use crate::{
     AppState,
     audit::{self, Event, action},
     credentials::{Email, constant_time_eq, parse_api_key},
+    error::{ApiError, Context as _},
     extract::{AppJson, Meta},
-    routes::{TokenErrors, db_problem},
+    openapi::TokenErrors,
+    tenant::TenantTx,
 };
 
 #[derive(sqlx::FromRow)]
@@ -201,13 +203,13 @@ async fn password_grant(
     address: Option<&str>,
     username: &str,
     password: String,
-) -> Result<Grant, Problem> {
+) -> Result<Grant, ApiError> {
     let email = Email::parse(username);
     let account = email.as_ref().map(|e| format!("user:{e}"));
     let attempts = state.throttle.begin(account.as_deref(), address)?;
     let Some(email) = email.filter(|_| password.len() <= 1024) else {
         attempts.failed();
-        return Err(invalid_credentials());
+        return Err(invalid_credentials().into());
     };
     let permit = state.hashing.try_acquire().inspect_err(|_| {
         metrics::counter!("api_login_busy_total").increment(1);
@@ -219,7 +221,7 @@ async fn password_grant(
     .bind(email.as_str())
     .fetch_optional(&state.pool)
     .await
-    .map_err(db_problem)?;
+    .context("looking up a login")?;
     let password_ok = permit
         .verify(password, row.as_ref().map(|r| r.password_hash.clone()))
         .await;
@@ -256,7 +258,9 @@ async fn password_grant(
                 ),
                 None => (None, "unknown account"),
             };
-            Err(refuse(state, meta, attempts, "password", who, reason).await)
+            Err(refuse(state, meta, attempts, "password", who, reason)
+                .await
+                .into())
         }
     }
 }
@@ -267,13 +271,13 @@ async fn key_grant(
     meta: &Meta,
     address: Option<&str>,
     client_secret: &str,
-) -> Result<Grant, Problem> {
+) -> Result<Grant, ApiError> {
     let parsed = parse_api_key(client_secret);
     let account = parsed.as_ref().map(|(prefix, _)| format!("key:{prefix}"));
     let attempts = state.throttle.begin(account.as_deref(), address)?;
     let Some((prefix, hash)) = parsed else {
         attempts.failed();
-        return Err(invalid_credentials());
+        return Err(invalid_credentials().into());
     };
     let row: Option<KeyRow> = sqlx::query_as(
         "SELECT key_id, tenant_id, secret_hash, scopes, revoked FROM app.api_key_lookup($1)",
@@ -281,7 +285,7 @@ async fn key_grant(
     .bind(&prefix)
     .fetch_optional(&state.pool)
     .await
-    .map_err(db_problem)?;
+    .context("looking up an API key")?;
     match row {
         Some(KeyRow {
             key_id,
@@ -306,7 +310,11 @@ async fn key_grant(
                 ),
                 None => (None, "unknown key"),
             };
-            Err(refuse(state, meta, attempts, "client_credentials", who, reason).await)
+            Err(
+                refuse(state, meta, attempts, "client_credentials", who, reason)
+                    .await
+                    .into(),
+            )
         }
     }
 }
@@ -319,7 +327,7 @@ pub async fn token(
     State(state): State<AppState>,
     meta: Meta,
     AppJson(request): AppJson<TokenRequest>,
-) -> Result<Json<TokenResponse>, Problem> {
+) -> Result<Json<TokenResponse>, ApiError> {
     let address = meta.client_addr.as_deref().map(address_key);
     let Grant {
         sub,
@@ -338,13 +346,10 @@ pub async fn token(
         tracing::error!(error = %e, "signing failed");
         Problem::internal()
     })?;
-    let mut tx = platform::db::begin_for_tenant(&state.pool, tenant)
-        .await
-        .map_err(db_problem)?;
+    let mut tx = TenantTx::begin(&state.pool, tenant).await?;
     if grant == "password" {
         audit::record_in(
             &mut tx,
-            Some(tenant),
             &meta,
             Event {
                 actor: &claims.sub,
@@ -353,12 +358,10 @@ pub async fn token(
                 details: json!({ "grant": grant }),
             },
         )
-        .await
-        .map_err(db_problem)?;
+        .await?;
     }
     audit::record_in(
         &mut tx,
-        Some(tenant),
         &meta,
         Event {
             actor: &claims.sub,
@@ -367,9 +370,8 @@ pub async fn token(
             details: json!({ "grant": grant, "scope": claims.scope, "jti": claims.jti, "exp": claims.exp }),
         },
     )
-    .await
-    .map_err(db_problem)?;
-    tx.commit().await.map_err(db_problem)?;
+    .await?;
+    tx.commit().await?;
     tracing::info!(sub = %claims.sub, tenant = %claims.tenant, "token issued");
     Ok(Json(TokenResponse {
         access_token,

@@ -175,6 +175,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+pub use domain::PageSize;
+
+/// A 400 for a query parameter out of range.
+pub fn bad_query(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Invalid query").detail(detail)
+}
+
+/// Rows to skip in a list: at most 10000 (deeper pages are a scan, not a page).
+pub fn offset(o: Option<u32>) -> Result<i64, Problem> {
+    match o.unwrap_or(0) {
+        n if n <= 10_000 => Ok(i64::from(n)),
+        _ => Err(bad_query("offset must be at most 10000")),
+    }
+}
+
 /// Untrusted text for names and filters: trimmed, 1..=`max` characters, no control
 /// characters (PostgreSQL refuses NUL; nothing else needs them).
 pub fn text(field: &'static str, value: &str, max: usize) -> Result<String, Problem> {

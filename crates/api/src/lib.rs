@@ -2,16 +2,21 @@
 //! credential alone; the database session is scoped to it (row-level security) and
 //! KPI reads go to the analytics service over mutual TLS.
 
-mod accounts;
+mod api_keys;
 mod audit;
 mod auth;
 mod campaigns;
 pub mod credentials;
+pub mod error;
 mod extract;
 mod kpis;
+pub mod openapi;
 pub mod routes;
+mod tenant;
+mod token_cache;
+mod users;
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::extract::FromRef;
 use platform::{
@@ -207,9 +212,9 @@ pub struct AppState {
     /// Samples permission-denied audit rows per tenant and subject.
     pub denials: Arc<RateLimiter<(uuid::Uuid, String)>>,
     /// Reporting currency per tenant, cached briefly (it almost never changes).
-    pub currencies: Arc<std::sync::Mutex<HashMap<uuid::Uuid, (String, std::time::Instant)>>>,
+    pub currencies: moka::sync::Cache<uuid::Uuid, String>,
     /// Tokens already verified, by the SHA-256 of their exact bytes.
-    pub verified: Arc<routes::VerifiedTokens>,
+    pub verified: Arc<token_cache::VerifiedTokens>,
 }
 
 impl AppState {
@@ -254,8 +259,11 @@ impl AppState {
                 f64::from(p.denied_audit_per_minute) / 60.0,
                 p.denied_audit_burst,
             )),
-            currencies: Arc::default(),
-            verified: Arc::new(routes::VerifiedTokens::new(10_000)),
+            currencies: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            verified: Arc::new(token_cache::VerifiedTokens::new(10_000)),
         }
     }
 }

@@ -10,9 +10,25 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
+use domain::admin::{KeyScope, NewKey, NewUser, Role, User, UserChange};
 use serde::Deserialize;
-use serde_json::json;
+use time::OffsetDateTime;
 use uuid::Uuid;
+
+/// `YYYY-MM-DD HH:MM[:SS]`, UTC, for tables.
+fn when(t: OffsetDateTime, seconds: bool) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let mut s = format!(
+        "{} {:02}:{:02}",
+        domain::format_date(t.date()),
+        t.hour(),
+        t.minute()
+    );
+    if seconds {
+        s.push_str(&format!(":{:02}", t.second()));
+    }
+    s
+}
 
 use crate::{
     api_client::ApiError,
@@ -40,20 +56,6 @@ fn csrf_refused(headers: &HeaderMap) -> Response {
 
 // ------------------------------------------------------------------- users
 
-#[derive(Debug, Deserialize)]
-struct User {
-    id: Uuid,
-    email: String,
-    display_name: String,
-    role: String,
-    disabled: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct UserList {
-    users: Vec<User>,
-}
-
 #[derive(Template)]
 #[template(path = "users.html")]
 struct UsersView {
@@ -71,11 +73,7 @@ async fn users_page(
     headers: &HeaderMap,
     error: Option<String>,
 ) -> Response {
-    match state
-        .api
-        .get::<UserList>(&session.token, "/v1/users", &[("limit", "100".into())])
-        .await
-    {
+    match state.api.users(&session.token).await {
         Ok(list) => page(
             session,
             &UsersView {
@@ -103,12 +101,6 @@ struct NewUserForm {
     role: String,
 }
 
-#[derive(Deserialize)]
-struct CreatedUser {
-    user: User,
-    initial_password: String,
-}
-
 #[derive(Template)]
 #[template(path = "user_created.html")]
 struct UserCreatedView {
@@ -128,12 +120,15 @@ async fn create_user(
     if !session::csrf_ok(&headers, &form.csrf) {
         return csrf_refused(&headers);
     }
-    let body = json!({ "email": form.email, "display_name": form.display_name, "role": form.role });
-    match state
-        .api
-        .post::<CreatedUser>(Some(&session.token), "/v1/users", &body)
-        .await
-    {
+    let Some(role) = Role::parse(&form.role) else {
+        return users_page(&state, &session, &headers, Some("Choose a role.".into())).await;
+    };
+    let new = NewUser {
+        email: form.email,
+        display_name: form.display_name,
+        role,
+    };
+    match state.api.create_user(&session.token, &new).await {
         Ok(created) => page(
             &session,
             &UserCreatedView {
@@ -168,18 +163,18 @@ async fn change_user(
     if !session::csrf_ok(&headers, &form.csrf) {
         return csrf_refused(&headers);
     }
-    let mut body = serde_json::Map::new();
-    if let Some(role) = form.role {
-        body.insert("role".into(), json!(role));
-    }
-    if let Some(disabled) = form.disabled {
-        body.insert("disabled".into(), json!(disabled));
-    }
-    match state
-        .api
-        .patch::<serde_json::Value>(&session.token, &format!("/v1/users/{id}"), &body)
-        .await
-    {
+    let role = match form.role.as_deref().map(Role::parse) {
+        Some(None) => {
+            return users_page(&state, &session, &headers, Some("Choose a role.".into())).await;
+        }
+        Some(role) => role,
+        None => None,
+    };
+    let change = UserChange {
+        role,
+        disabled: form.disabled,
+    };
+    match state.api.update_user(&session.token, id, &change).await {
         Ok(_) => Redirect::to("/admin/users").into_response(),
         Err(ApiError::Invalid(detail)) => {
             users_page(&state, &session, &headers, Some(detail)).await
@@ -189,21 +184,6 @@ async fn change_user(
 }
 
 // ---------------------------------------------------------------- API keys
-
-#[derive(Debug, Deserialize)]
-struct ApiKey {
-    id: Uuid,
-    name: String,
-    prefix: String,
-    scopes: Vec<String>,
-    created_at: String,
-    revoked_at: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct KeyList {
-    keys: Vec<ApiKey>,
-}
 
 struct KeyRow {
     id: Uuid,
@@ -232,11 +212,7 @@ async fn keys_page(
     new_secret: Option<String>,
     error: Option<String>,
 ) -> Response {
-    match state
-        .api
-        .get::<KeyList>(&session.token, "/v1/api-keys", &[("limit", "100".into())])
-        .await
-    {
+    match state.api.api_keys(&session.token).await {
         Ok(list) => page(
             session,
             &KeysView {
@@ -251,12 +227,7 @@ async fn keys_page(
                         name: k.name,
                         prefix: k.prefix,
                         scopes: k.scopes.join(", "),
-                        created: k
-                            .created_at
-                            .chars()
-                            .take(16)
-                            .collect::<String>()
-                            .replace('T', " "),
+                        created: when(k.created_at, false),
                         revoked: k.revoked_at.is_some(),
                     })
                     .collect(),
@@ -280,11 +251,6 @@ struct NewKeyForm {
     kpis_read: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct CreatedKey {
-    secret: String,
-}
-
 async fn create_key(
     State(state): State<AppState>,
     session: Session,
@@ -296,10 +262,10 @@ async fn create_key(
     }
     let mut scopes = Vec::new();
     if form.events_write.is_some() {
-        scopes.push("events:write");
+        scopes.push(KeyScope::EventsWrite);
     }
     if form.kpis_read.is_some() {
-        scopes.push("kpis:read");
+        scopes.push(KeyScope::KpisRead);
     }
     if scopes.is_empty() {
         return keys_page(
@@ -311,12 +277,11 @@ async fn create_key(
         )
         .await;
     }
-    let body = json!({ "name": form.name, "scopes": scopes });
-    match state
-        .api
-        .post::<CreatedKey>(Some(&session.token), "/v1/api-keys", &body)
-        .await
-    {
+    let new = NewKey {
+        name: form.name,
+        scopes,
+    };
+    match state.api.create_api_key(&session.token, &new).await {
         Ok(created) => keys_page(&state, &session, &headers, Some(created.secret), None).await,
         Err(ApiError::Invalid(detail)) => {
             keys_page(&state, &session, &headers, None, Some(detail)).await
@@ -335,33 +300,13 @@ async fn revoke_key(
     if !session::csrf_ok(&headers, &form.csrf) {
         return csrf_refused(&headers);
     }
-    match state
-        .api
-        .delete::<serde_json::Value>(&session.token, &format!("/v1/api-keys/{id}"))
-        .await
-    {
+    match state.api.revoke_api_key(&session.token, id).await {
         Ok(_) => Redirect::to("/admin/api-keys").into_response(),
         Err(e) => api_error(&headers, e),
     }
 }
 
 // ---------------------------------------------------------------- audit log
-
-#[derive(Debug, Deserialize)]
-struct AuditEntry {
-    occurred_at: String,
-    actor: String,
-    action: String,
-    outcome: String,
-    client_addr: Option<String>,
-    request_id: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AuditPage {
-    entries: Vec<AuditEntry>,
-    next_before: Option<i64>,
-}
 
 struct AuditRow {
     when: String,
@@ -393,15 +338,7 @@ async fn audit(
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let mut query = vec![("limit", "50".to_owned())];
-    if let Some(before) = q.before {
-        query.push(("before", before.to_string()));
-    }
-    match state
-        .api
-        .get::<AuditPage>(&session.token, "/v1/audit-log", &query)
-        .await
-    {
+    match state.api.audit_log(&session.token, q.before).await {
         Ok(p) => page(
             &session,
             &AuditView {
@@ -413,12 +350,7 @@ async fn audit(
                     .entries
                     .into_iter()
                     .map(|e| AuditRow {
-                        when: e
-                            .occurred_at
-                            .chars()
-                            .take(19)
-                            .collect::<String>()
-                            .replace('T', " "),
+                        when: when(e.occurred_at, true),
                         actor: e.actor,
                         action: e.action,
                         outcome: e.outcome,

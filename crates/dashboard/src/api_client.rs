@@ -12,8 +12,16 @@ use axum::{
     middleware::Next,
     response::Response,
 };
+use domain::{
+    Kpi,
+    admin::{
+        AuditPage, CreatedKey, CreatedUser, KeyList, NewKey, NewUser, User, UserChange, UserList,
+    },
+    answers::{Anomalies, Attribution, CampaignsPage, Channels, Order, Overview, TimeSeries},
+};
 use platform::client_addr::{ClientAddr, X_FORWARDED_FOR};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
 
 tokio::task_local! {
     /// The browser's address while a request of it is handled.
@@ -80,17 +88,15 @@ impl ApiClient {
         r
     }
 
-    async fn send<T: DeserializeOwned>(r: reqwest::RequestBuilder) -> Result<T, ApiError> {
+    /// Sends; a non-2xx answer is classified into an [`ApiError`].
+    async fn checked(r: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
         let response = r.send().await.map_err(|e| {
             tracing::warn!(error = %e, "api unreachable");
             ApiError::Unavailable
         })?;
         let status = response.status();
         if status.is_success() {
-            return response.json::<T>().await.map_err(|e| {
-                tracing::warn!(error = %e, "unexpected api answer");
-                ApiError::Unavailable
-            });
+            return Ok(response);
         }
         let retry_after = response
             .headers()
@@ -120,7 +126,14 @@ impl ApiClient {
         })
     }
 
-    pub async fn get<T: DeserializeOwned>(
+    async fn send<T: DeserializeOwned>(r: reqwest::RequestBuilder) -> Result<T, ApiError> {
+        Self::checked(r).await?.json::<T>().await.map_err(|e| {
+            tracing::warn!(error = %e, "unexpected api answer");
+            ApiError::Unavailable
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(
         &self,
         token: &str,
         path: &str,
@@ -133,7 +146,7 @@ impl ApiClient {
         .await
     }
 
-    pub async fn post<T: DeserializeOwned>(
+    async fn post<T: DeserializeOwned>(
         &self,
         token: Option<&str>,
         path: &str,
@@ -142,7 +155,7 @@ impl ApiClient {
         Self::send(self.request(reqwest::Method::POST, path, token).json(body)).await
     }
 
-    pub async fn patch<T: DeserializeOwned>(
+    async fn patch<T: DeserializeOwned>(
         &self,
         token: &str,
         path: &str,
@@ -155,11 +168,162 @@ impl ApiClient {
         .await
     }
 
-    pub async fn delete<T: DeserializeOwned>(
+    async fn delete_no_content(&self, token: &str, path: &str) -> Result<(), ApiError> {
+        Self::checked(self.request(reqwest::Method::DELETE, path, Some(token)))
+            .await
+            .map(drop)
+    }
+}
+
+/// A date range as the pages hold it: `from` and `to`, `YYYY-MM-DD`.
+pub type Span = (String, String);
+
+fn span_params((from, to): &Span) -> Vec<(&'static str, String)> {
+    vec![("from", from.clone()), ("to", to.clone())]
+}
+
+/// What `POST /v1/auth/token` issues.
+#[derive(Debug, Deserialize)]
+pub struct TokenAnswer {
+    pub access_token: String,
+    pub expires_in: i64,
+}
+
+/// The sort, order and page of `GET /v1/kpis/campaigns`.
+#[derive(Debug, Clone)]
+pub struct CampaignsRequest {
+    pub sort: Kpi,
+    pub order: Order,
+    pub page_size: u32,
+    pub page_token: Option<String>,
+}
+
+/// One method per route the dashboard calls, each returning the API's own types
+/// (`domain::answers`): a route or a shape the API does not have does not compile.
+impl ApiClient {
+    /// `POST /v1/auth/token`, password grant.
+    pub async fn sign_in(&self, email: &str, password: &str) -> Result<TokenAnswer, ApiError> {
+        let body = serde_json::json!({ "grant_type": "password", "username": email, "password": password });
+        self.post(None, "/v1/auth/token", &body).await
+    }
+
+    /// `GET /v1/overview`.
+    pub async fn overview(&self, token: &str, span: &Span) -> Result<Overview, ApiError> {
+        self.get(token, "/v1/overview", &span_params(span)).await
+    }
+
+    /// `GET /v1/kpis/campaigns`.
+    pub async fn campaign_kpis(
         &self,
         token: &str,
-        path: &str,
-    ) -> Result<T, ApiError> {
-        Self::send(self.request(reqwest::Method::DELETE, path, Some(token))).await
+        span: &Span,
+        r: &CampaignsRequest,
+    ) -> Result<CampaignsPage, ApiError> {
+        let mut q = span_params(span);
+        q.extend([
+            ("sort", r.sort.key().to_owned()),
+            (
+                "order",
+                match r.order {
+                    Order::Asc => "asc",
+                    Order::Desc => "desc",
+                }
+                .to_owned(),
+            ),
+            ("page_size", r.page_size.to_string()),
+        ]);
+        if let Some(t) = &r.page_token {
+            q.push(("page_token", t.clone()));
+        }
+        self.get(token, "/v1/kpis/campaigns", &q).await
+    }
+
+    /// `GET /v1/kpis/timeseries`, daily, for one campaign or all.
+    pub async fn daily_series(
+        &self,
+        token: &str,
+        span: &Span,
+        campaign: Option<&str>,
+    ) -> Result<TimeSeries, ApiError> {
+        let mut q = span_params(span);
+        q.push(("granularity", "day".to_owned()));
+        if let Some(c) = campaign {
+            q.push(("campaign", c.to_owned()));
+        }
+        self.get(token, "/v1/kpis/timeseries", &q).await
+    }
+
+    /// `GET /v1/kpis/channels`.
+    pub async fn channels(&self, token: &str, span: &Span) -> Result<Channels, ApiError> {
+        self.get(token, "/v1/kpis/channels", &span_params(span))
+            .await
+    }
+
+    /// `GET /v1/kpis/attribution`.
+    pub async fn attribution(&self, token: &str, span: &Span) -> Result<Attribution, ApiError> {
+        self.get(token, "/v1/kpis/attribution", &span_params(span))
+            .await
+    }
+
+    /// `GET /v1/kpis/anomalies` for one KPI, with the API's default baseline.
+    pub async fn anomalies(
+        &self,
+        token: &str,
+        span: &Span,
+        kpi: Kpi,
+    ) -> Result<Anomalies, ApiError> {
+        let mut q = span_params(span);
+        q.push(("kpi", kpi.key().to_owned()));
+        self.get(token, "/v1/kpis/anomalies", &q).await
+    }
+}
+
+/// The admin routes, with `domain::admin`'s types.
+impl ApiClient {
+    /// `GET /v1/users` (the first 100).
+    pub async fn users(&self, token: &str) -> Result<UserList, ApiError> {
+        self.get(token, "/v1/users", &[("limit", "100".into())])
+            .await
+    }
+
+    /// `POST /v1/users`.
+    pub async fn create_user(&self, token: &str, new: &NewUser) -> Result<CreatedUser, ApiError> {
+        self.post(Some(token), "/v1/users", new).await
+    }
+
+    /// `PATCH /v1/users/{id}`.
+    pub async fn update_user(
+        &self,
+        token: &str,
+        id: Uuid,
+        change: &UserChange,
+    ) -> Result<User, ApiError> {
+        self.patch(token, &format!("/v1/users/{id}"), change).await
+    }
+
+    /// `GET /v1/api-keys` (the first 100).
+    pub async fn api_keys(&self, token: &str) -> Result<KeyList, ApiError> {
+        self.get(token, "/v1/api-keys", &[("limit", "100".into())])
+            .await
+    }
+
+    /// `POST /v1/api-keys`.
+    pub async fn create_api_key(&self, token: &str, new: &NewKey) -> Result<CreatedKey, ApiError> {
+        self.post(Some(token), "/v1/api-keys", new).await
+    }
+
+    /// `DELETE /v1/api-keys/{id}` (204, no body).
+    pub async fn revoke_api_key(&self, token: &str, id: Uuid) -> Result<(), ApiError> {
+        self.delete_no_content(token, &format!("/v1/api-keys/{id}"))
+            .await
+    }
+
+    /// `GET /v1/audit-log`, 50 entries older than `before`.
+    pub async fn audit_log(&self, token: &str, before: Option<i64>) -> Result<AuditPage, ApiError> {
+        let mut q = vec![("limit", "50".to_owned())];
+        if let Some(b) = before {
+            q.push(("before", b.to_string()));
+        }
+        self.get(token, "/v1/audit-log", &q).await
     }
 }

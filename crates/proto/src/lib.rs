@@ -11,3 +11,5 @@ pub mod analytics {
 /// The encoded file descriptor set (for gRPC reflection).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/beacon_descriptor.bin"));
+
+mod convert;

@@ -2,194 +2,80 @@
 //! gRPC. The tenant is the token's; the currency is the tenant's reporting currency
 //! unless the caller names another one. Analytics down → 503, slow → 504, never a hang.
 
-use std::time::{Duration, Instant};
+mod queries;
 
-use axum::{Json, extract::State, http::StatusCode};
-use platform::http::Problem;
+use std::time::Duration;
+
+use axum::{Json, extract::State};
+use domain::{
+    AnomalyParams, DateRange, Kpi, PageSize, Totals,
+    answers::{
+        Anomalies, AnomalyDay, Attribution, CampaignAttribution, CampaignKpis, CampaignsPage,
+        ChannelKpis, Channels, Granularity, Order, Overview, TimeSeries, TimeSeriesPoint,
+    },
+    format_date,
+};
 use proto::analytics::v1 as pb;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::{
     AppState,
-    extract::{AppQuery, Caller, text},
-    routes::{Errors, db_problem},
+    error::{ApiError, bad_request, within},
+    extract::{AppQuery, text},
+    openapi::Errors,
+    tenant::Tenant,
 };
 
-const CURRENCY_TTL: Duration = Duration::from_secs(60);
-
-fn bad_request(detail: impl Into<String>) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Invalid request").detail(detail)
-}
-
-/// Maps an analytics status to a problem that says nothing internal.
-pub(crate) fn status_problem(status: &tonic::Status) -> Problem {
-    use tonic::Code;
-    match status.code() {
-        Code::InvalidArgument | Code::OutOfRange => bad_request(status.message().to_owned()),
-        Code::NotFound => Problem::not_found(),
-        Code::DeadlineExceeded | Code::Cancelled => timeout(),
-        code => {
-            tracing::warn!(?code, message = status.message(), "analytics call failed");
-            Problem::unavailable()
-        }
-    }
-}
-
-fn timeout() -> Problem {
-    Problem::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        "timeout",
-        "Analytics took too long",
-    )
-}
-
 /// Calls analytics with a hard deadline of its own, whatever the channel does.
-async fn call<T, F>(state: &AppState, f: F) -> Result<T, Problem>
+async fn call<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
 where
     F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    match tokio::time::timeout(state.analytics_timeout + Duration::from_millis(250), f).await {
-        Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(s)) => Err(status_problem(&s)),
-        Err(_) => Err(timeout()),
-    }
+    within(state.analytics_timeout + Duration::from_millis(250), f).await
 }
 
-async fn currency(state: &AppState, tenant: Uuid, wanted: Option<&str>) -> Result<String, Problem> {
+/// The currency the caller names, or the tenant's reporting currency (cached for a
+/// minute: it almost never changes).
+async fn currency(
+    state: &AppState,
+    tenant: &Tenant,
+    wanted: Option<&str>,
+) -> Result<String, ApiError> {
     if let Some(c) = wanted {
-        if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Ok(c.to_owned());
-        }
-        return Err(bad_request("currency must be three upper-case letters"));
+        return match domain::Currency::parse(c) {
+            Some(c) => Ok(c.to_string()),
+            None => Err(bad_request("currency must be an ISO 4217 code").into()),
+        };
     }
-    let now = Instant::now();
-    if let Some((c, at)) = state
-        .currencies
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&tenant)
-        && now.duration_since(*at) < CURRENCY_TTL
-    {
-        return Ok(c.clone());
+    if let Some(c) = state.currencies.get(&tenant.id()) {
+        return Ok(c);
     }
-    let mut tx = platform::db::begin_for_tenant(&state.pool, tenant)
-        .await
-        .map_err(db_problem)?;
-    let c: Option<String> = sqlx::query_scalar("SELECT currency::text FROM app.tenants")
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_problem)?;
-    tx.commit().await.map_err(db_problem)?;
-    let c = c.ok_or_else(Problem::not_found)?;
-    let mut cache = state.currencies.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() > 10_000 {
-        cache.clear();
-    }
-    cache.insert(tenant, (c.clone(), now));
+    let mut tx = tenant.begin().await?;
+    let c = queries::reporting_currency(&mut tx).await?;
+    tx.commit().await?;
+    let c = c.ok_or_else(platform::http::Problem::not_found)?;
+    state.currencies.insert(tenant.id(), c.clone());
     Ok(c)
-}
-
-fn iso(d: time::Date) -> String {
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 /// `from`/`to` default to the last 30 days; analytics validates and bounds them.
 fn range(from: Option<String>, to: Option<String>) -> pb::DateRange {
-    let today = time::OffsetDateTime::now_utc().date();
+    let last_30 = DateRange::ending(time::OffsetDateTime::now_utc().date(), 30);
     pb::DateRange {
-        to: to.unwrap_or_else(|| iso(today)),
-        from: from.unwrap_or_else(|| iso(today - time::Duration::days(29))),
+        from: from.unwrap_or_else(|| format_date(last_30.from)),
+        to: to.unwrap_or_else(|| format_date(last_30.to)),
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DateRange {
-    from: String,
-    to: String,
-}
-
-impl From<pb::DateRange> for DateRange {
-    fn from(r: pb::DateRange) -> Self {
-        Self {
-            from: r.from,
-            to: r.to,
-        }
-    }
-}
-
-/// Totals; money in integer micros; ratios absent when their denominator is zero.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct KpiTotals {
-    impressions: i64,
-    clicks: i64,
-    conversions: i64,
-    spend_micros: i64,
-    revenue_micros: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ctr: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cvr: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cpc_micros: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cpa_micros: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    roas: Option<f64>,
-}
-
-impl From<pb::Totals> for KpiTotals {
-    fn from(t: pb::Totals) -> Self {
-        Self {
-            impressions: t.impressions,
-            clicks: t.clicks,
-            conversions: t.conversions,
-            spend_micros: t.spend_micros,
-            revenue_micros: t.revenue_micros,
-            ctr: t.ctr,
-            cvr: t.cvr,
-            cpc_micros: t.cpc_micros,
-            cpa_micros: t.cpa_micros,
-            roas: t.roas,
-        }
-    }
-}
-
-fn totals(t: Option<pb::Totals>) -> KpiTotals {
+/// The totals of an answer (absent = nothing counted).
+fn totals(t: Option<pb::Totals>) -> Totals {
     t.unwrap_or_default().into()
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Kpi {
-    Impressions,
-    Clicks,
-    Conversions,
-    Spend,
-    Revenue,
-    Ctr,
-    Cvr,
-    Cpc,
-    Cpa,
-    Roas,
-}
-
-impl From<Kpi> for pb::Kpi {
-    fn from(k: Kpi) -> Self {
-        match k {
-            Kpi::Impressions => Self::Impressions,
-            Kpi::Clicks => Self::Clicks,
-            Kpi::Conversions => Self::Conversions,
-            Kpi::Spend => Self::Spend,
-            Kpi::Revenue => Self::Revenue,
-            Kpi::Ctr => Self::Ctr,
-            Kpi::Cvr => Self::Cvr,
-            Kpi::Cpc => Self::Cpc,
-            Kpi::Cpa => Self::Cpa,
-            Kpi::Roas => Self::Roas,
-        }
-    }
+/// A range analytics answered with.
+fn answered(r: Option<pb::DateRange>) -> Option<DateRange> {
+    r.and_then(|r| DateRange::try_from(r).ok())
 }
 
 // ------------------------------------------------------------------------- overview
@@ -209,37 +95,28 @@ pub struct RangeQuery {
     currency: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Overview {
-    range: Option<DateRange>,
-    previous_range: Option<DateRange>,
-    currency: String,
-    current: KpiTotals,
-    previous: KpiTotals,
-}
-
 /// Totals for a range and for the previous range of equal length.
 #[utoipa::path(get, path = "/v1/overview", operation_id = "getOverview", tag = "kpis", params(RangeQuery),
     responses((status = 200, body = Overview), Errors))]
 pub async fn overview(
     State(state): State<AppState>,
-    caller: Caller,
+    tenant: Tenant,
     AppQuery(q): AppQuery<RangeQuery>,
-) -> Result<Json<Overview>, Problem> {
-    let currency = currency(&state, caller.tenant(), q.currency.as_deref()).await?;
+) -> Result<Json<Overview>, ApiError> {
+    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
         client.get_overview(pb::OverviewRequest {
-            tenant_id: caller.tenant().to_string(),
+            tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
             currency,
         }),
     )
     .await?;
     Ok(Json(Overview {
-        range: r.range.map(Into::into),
-        previous_range: r.previous_range.map(Into::into),
+        range: answered(r.range),
+        previous_range: answered(r.previous_range),
         currency: r.currency,
         current: totals(r.current),
         previous: totals(r.previous),
@@ -247,13 +124,6 @@ pub async fn overview(
 }
 
 // ------------------------------------------------------------------------ campaigns
-
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Order {
-    Asc,
-    Desc,
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -279,44 +149,27 @@ pub struct CampaignsQuery {
     page_token: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CampaignKpis {
-    campaign: String,
-    totals: KpiTotals,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CampaignsPage {
-    /// Currency (ISO 4217) of every money amount in this answer.
-    currency: String,
-    campaigns: Vec<CampaignKpis>,
-    /// Absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_page_token: Option<String>,
-    total_campaigns: u32,
-}
-
 /// KPIs per campaign, sorted and paged.
 #[utoipa::path(get, path = "/v1/kpis/campaigns", operation_id = "listCampaignKpis", tag = "kpis", params(CampaignsQuery),
     responses((status = 200, body = CampaignsPage), Errors))]
 pub async fn campaigns(
     State(state): State<AppState>,
-    caller: Caller,
+    tenant: Tenant,
     AppQuery(q): AppQuery<CampaignsQuery>,
-) -> Result<Json<CampaignsPage>, Problem> {
-    let page_size = crate::routes::page_size(q.page_size, 25)?;
+) -> Result<Json<CampaignsPage>, ApiError> {
+    let page_size = PageSize::parse(q.page_size, 25)?.get();
     let page_token = q
         .page_token
         .as_deref()
         .map(|t| text("page_token", t, 200))
         .transpose()?
         .unwrap_or_default();
-    let currency = currency(&state, caller.tenant(), q.currency.as_deref()).await?;
+    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
         client.list_campaigns(pb::ListCampaignsRequest {
-            tenant_id: caller.tenant().to_string(),
+            tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
             currency: currency.clone(),
             sort_by: pb::Kpi::from(q.sort.unwrap_or(Kpi::Spend)).into(),
@@ -343,13 +196,6 @@ pub async fn campaigns(
 
 // ---------------------------------------------------------------------- time series
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Granularity {
-    Day,
-    Week,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -368,42 +214,26 @@ pub struct TimeSeriesQuery {
     campaign: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TimeSeriesPoint {
-    /// The first day of the period (a Monday for weeks).
-    period_start: String,
-    totals: KpiTotals,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TimeSeries {
-    /// Currency (ISO 4217) of every money amount in this answer.
-    currency: String,
-    granularity: Granularity,
-    /// One point per period, zero-filled.
-    points: Vec<TimeSeriesPoint>,
-}
-
 /// KPIs per day or ISO week, optionally for one campaign.
 #[utoipa::path(get, path = "/v1/kpis/timeseries", operation_id = "getTimeSeries", tag = "kpis", params(TimeSeriesQuery),
     responses((status = 200, body = TimeSeries), Errors))]
 pub async fn timeseries(
     State(state): State<AppState>,
-    caller: Caller,
+    tenant: Tenant,
     AppQuery(q): AppQuery<TimeSeriesQuery>,
-) -> Result<Json<TimeSeries>, Problem> {
+) -> Result<Json<TimeSeries>, ApiError> {
     let campaign = q
         .campaign
         .as_deref()
         .map(|c| text("campaign", c, 200).map_err(|p| bad_request(p.detail.unwrap_or_default())))
         .transpose()?;
     let granularity = q.granularity.unwrap_or(Granularity::Day);
-    let currency = currency(&state, caller.tenant(), q.currency.as_deref()).await?;
+    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
         client.get_time_series(pb::TimeSeriesRequest {
-            tenant_id: caller.tenant().to_string(),
+            tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
             currency: currency.clone(),
             granularity: match granularity {
@@ -431,33 +261,20 @@ pub async fn timeseries(
 
 // ------------------------------------------------------------------------- channels
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ChannelKpis {
-    channel: String,
-    totals: KpiTotals,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Channels {
-    /// Currency (ISO 4217) of every money amount in this answer.
-    currency: String,
-    channels: Vec<ChannelKpis>,
-}
-
 /// KPIs per channel.
 #[utoipa::path(get, path = "/v1/kpis/channels", operation_id = "listChannelKpis", tag = "kpis", params(RangeQuery),
     responses((status = 200, body = Channels), Errors))]
 pub async fn channels(
     State(state): State<AppState>,
-    caller: Caller,
+    tenant: Tenant,
     AppQuery(q): AppQuery<RangeQuery>,
-) -> Result<Json<Channels>, Problem> {
-    let currency = currency(&state, caller.tenant(), q.currency.as_deref()).await?;
+) -> Result<Json<Channels>, ApiError> {
+    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
         client.get_channels(pb::ChannelsRequest {
-            tenant_id: caller.tenant().to_string(),
+            tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
             currency: currency.clone(),
         }),
@@ -478,37 +295,20 @@ pub async fn channels(
 
 // ---------------------------------------------------------------------- attribution
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CampaignAttribution {
-    campaign: String,
-    /// Credited conversions in millionths of a conversion.
-    last_click_conversions_micros: i64,
-    last_click_revenue_micros: i64,
-    linear_conversions_micros: i64,
-    linear_revenue_micros: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Attribution {
-    /// Currency (ISO 4217) of every money amount in this answer.
-    currency: String,
-    campaigns: Vec<CampaignAttribution>,
-}
-
 /// Last-click versus linear attribution per campaign.
 #[utoipa::path(get, path = "/v1/kpis/attribution", operation_id = "getAttribution", tag = "kpis", params(RangeQuery),
     responses((status = 200, body = Attribution), Errors))]
 pub async fn attribution(
     State(state): State<AppState>,
-    caller: Caller,
+    tenant: Tenant,
     AppQuery(q): AppQuery<RangeQuery>,
-) -> Result<Json<Attribution>, Problem> {
-    let currency = currency(&state, caller.tenant(), q.currency.as_deref()).await?;
+) -> Result<Json<Attribution>, ApiError> {
+    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
         client.get_attribution(pb::AttributionRequest {
-            tenant_id: caller.tenant().to_string(),
+            tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
             currency: currency.clone(),
         }),
@@ -549,23 +349,8 @@ pub struct AnomaliesQuery {
     #[param(minimum = 7, maximum = 56)]
     baseline_days: Option<u32>,
     /// |z| above which a day is anomalous (default 3.0).
-    #[param(minimum = 0.5, maximum = 100.0)]
+    #[param(minimum = 0.5, maximum = 10.0)]
     threshold: Option<f64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AnomalyDay {
-    day: String,
-    value: f64,
-    baseline_mean: f64,
-    baseline_stddev: f64,
-    z_score: f64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Anomalies {
-    kpi: Kpi,
-    anomalies: Vec<AnomalyDay>,
 }
 
 /// Days on which a KPI deviates from its trailing baseline.
@@ -573,27 +358,24 @@ pub struct Anomalies {
     responses((status = 200, body = Anomalies), Errors))]
 pub async fn anomalies(
     State(state): State<AppState>,
-    caller: Caller,
+    tenant: Tenant,
     AppQuery(q): AppQuery<AnomaliesQuery>,
-) -> Result<Json<Anomalies>, Problem> {
-    if q.baseline_days.is_some_and(|d| !(7..=56).contains(&d)) {
-        return Err(bad_request("baseline_days must be 7..=56"));
-    }
-    if q.threshold.is_some_and(|t| !(0.5..=100.0).contains(&t)) {
-        return Err(bad_request("threshold must be 0.5..=100"));
-    }
+) -> Result<Json<Anomalies>, ApiError> {
+    // The one set of limits (domain's), as analytics applies them.
+    let params = AnomalyParams::parse(q.baseline_days, q.threshold)
+        .map_err(|e| bad_request(e.to_string()))?;
     let kpi = q.kpi.unwrap_or(Kpi::Clicks);
-    let currency = currency(&state, caller.tenant(), q.currency.as_deref()).await?;
+    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
         client.get_anomalies(pb::AnomaliesRequest {
-            tenant_id: caller.tenant().to_string(),
+            tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
             currency,
             kpi: pb::Kpi::from(kpi).into(),
-            baseline_days: q.baseline_days.unwrap_or(0),
-            threshold: q.threshold,
+            baseline_days: params.baseline_days,
+            threshold: Some(params.threshold),
         }),
     )
     .await?;
