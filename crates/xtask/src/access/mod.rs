@@ -10,6 +10,7 @@
 //! connectivity, crates/db/tests/access_model.rs tries every privilege on a live
 //! database). A bug here therefore shows up as a failing test, not as a silent hole.
 
+pub mod admission;
 pub mod diff;
 pub mod images;
 pub mod kube;
