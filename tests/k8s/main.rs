@@ -978,3 +978,44 @@ fn prod_pins_images_by_digest_and_issues_the_models_identities() {
         "prod must not carry Secrets: they come from External Secrets and cert-manager"
     );
 }
+
+/// Every image names its registry, so none resolves to Docker Hub by accident (an
+/// unqualified `beacon/api:dev` would be `docker.io/beacon/api:dev`); dev's Beacon
+/// images come from the local registry Tilt pushes to, one per [images] entry.
+#[test]
+fn every_image_names_its_registry_and_dev_uses_the_local_one() {
+    fn registry(image: &str) -> Option<&str> {
+        let (first, _) = image.split_once('/')?;
+        (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+    }
+    let model = model();
+    for (overlay, docs) in overlays() {
+        let mut images = Vec::new();
+        for t in render::templates(&docs) {
+            for c in render::containers(t.spec) {
+                images.push(c["image"].as_str().unwrap_or("").to_owned());
+            }
+        }
+        for image in &images {
+            assert!(
+                registry(image).is_some(),
+                "{overlay}: image {image} does not name its registry"
+            );
+        }
+        if overlay == "dev" {
+            for name in model.images.keys() {
+                let want = format!("localhost:5001/{}/{name}:dev", model.product);
+                assert!(images.contains(&want), "dev: no {want} in {images:?}");
+            }
+            assert!(
+                images
+                    .iter()
+                    .filter(|i| i.contains("/beacon/"))
+                    .all(|i| i.starts_with("localhost:5001/")),
+                "{images:?}"
+            );
+        }
+    }
+    assert_eq!(registry("beacon/api:dev"), None);
+    assert_eq!(registry("postgres:17"), None);
+}
