@@ -1,77 +1,166 @@
-//! The ValidatingAdmissionPolicy that limits analysts' Jobs, evaluated with a CEL
-//! interpreter on the Job that `kubectl create job --from=cronjob/transform-once` makes,
-//! and on Jobs that try to reach other Secrets. (A real API server evaluates the same
-//! expressions; this proves what they say, not that a cluster enforces them.)
+//! The ValidatingAdmissionPolicies of k8s/base/admission, evaluated with a CEL
+//! interpreter the way the API server does: match conditions first, then variables,
+//! then validations; an expression that fails to evaluate denies (the policies are
+//! `failurePolicy: Fail`). (A real API server evaluates the same expressions; this proves
+//! what they say, not that a cluster enforces them: the e2e workflow does that.)
 
 use cel::{Context, Program, Value as CelValue};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::render::{arr, kind, name};
 
 pub struct Policy {
     pub match_conditions: Vec<String>,
+    pub variables: Vec<(String, String)>,
     pub validations: Vec<(String, String)>,
 }
 
-pub fn analyst_policy(docs: &[Value]) -> Policy {
+/// The rendered policy `policy_name`.
+pub fn policy(docs: &[Value], policy_name: &str) -> Policy {
     let vap = docs
         .iter()
-        .find(|d| kind(d) == "ValidatingAdmissionPolicy" && name(d) == "beacon-analyst-jobs")
-        .expect("ValidatingAdmissionPolicy beacon-analyst-jobs is rendered");
-    Policy {
-        match_conditions: arr(&vap["spec"]["matchConditions"])
-            .iter()
-            .map(|c| c["expression"].as_str().unwrap_or("").to_owned())
-            .collect(),
-        validations: arr(&vap["spec"]["validations"])
+        .find(|d| kind(d) == "ValidatingAdmissionPolicy" && name(d) == policy_name)
+        .unwrap_or_else(|| panic!("ValidatingAdmissionPolicy {policy_name} is rendered"));
+    let pairs = |list: &Value, a: &str, b: &str| -> Vec<(String, String)> {
+        arr(list)
             .iter()
             .map(|v| {
                 (
-                    v["expression"].as_str().unwrap_or("").to_owned(),
-                    v["message"].as_str().unwrap_or("").to_owned(),
+                    v[a].as_str().unwrap_or("").to_owned(),
+                    v[b].as_str().unwrap_or("").to_owned(),
                 )
             })
+            .collect()
+    };
+    Policy {
+        match_conditions: pairs(&vap["spec"]["matchConditions"], "expression", "name")
+            .into_iter()
+            .map(|(e, _)| e)
             .collect(),
+        variables: pairs(&vap["spec"]["variables"], "name", "expression"),
+        validations: pairs(&vap["spec"]["validations"], "expression", "message"),
     }
 }
 
-fn eval(expression: &str, object: &Value, groups: &[&str]) -> bool {
+pub fn analyst_policy(docs: &[Value]) -> Policy {
+    policy(docs, "beacon-analyst-jobs")
+}
+
+pub fn workload_policy(docs: &[Value]) -> Policy {
+    policy(docs, "beacon-workload-changes")
+}
+
+/// One admission request: who, what operation, the new and old object and the
+/// policy's parameter.
+pub struct Request<'a> {
+    pub groups: &'a [&'a str],
+    pub object: &'a Value,
+    pub old_object: Option<&'a Value>,
+    pub params: Option<&'a Value>,
+}
+
+fn eval(expression: &str, ctx: &Context) -> Result<CelValue, String> {
     let program = Program::compile(expression).unwrap_or_else(|e| panic!("CEL {expression}: {e}"));
-    let mut ctx = Context::default();
-    ctx.add_variable("object", object.clone()).expect("object");
-    ctx.add_variable(
-        "request",
-        serde_json::json!({"userInfo": {"groups": groups}}),
-    )
-    .expect("request");
-    match program.execute(&ctx) {
-        Ok(CelValue::Bool(b)) => b,
-        other => panic!("CEL {expression} did not give a boolean: {other:?}"),
-    }
+    program
+        .execute(ctx)
+        .map_err(|e| format!("{expression}: {e}"))
 }
 
 impl Policy {
-    /// The messages of the validations that `job`, created by someone in `groups`,
-    /// fails; empty when admitted.
-    pub fn denials(&self, job: &Value, groups: &[&str]) -> Vec<String> {
-        if !self.match_conditions.iter().all(|c| eval(c, job, groups)) {
-            return vec![];
+    /// The messages of the validations `req` fails (an evaluation error is a denial);
+    /// empty when admitted or when the policy does not match.
+    pub fn check(&self, req: &Request) -> Vec<String> {
+        let mut ctx = Context::default();
+        let operation = if req.old_object.is_some() {
+            "UPDATE"
+        } else {
+            "CREATE"
+        };
+        ctx.add_variable("object", req.object.clone())
+            .expect("object");
+        ctx.add_variable("oldObject", req.old_object.cloned().unwrap_or(Value::Null))
+            .expect("oldObject");
+        ctx.add_variable("params", req.params.cloned().unwrap_or(Value::Null))
+            .expect("params");
+        ctx.add_variable(
+            "request",
+            json!({"operation": operation, "userInfo": {"username": "someone", "groups": req.groups}}),
+        )
+        .expect("request");
+        for c in &self.match_conditions {
+            match eval(c, &ctx) {
+                Ok(CelValue::Bool(true)) => {}
+                Ok(CelValue::Bool(false)) => return vec![],
+                other => return vec![format!("match condition failed: {other:?}")],
+            }
         }
+        // Variables may refer to earlier ones; one that fails is left out, so an
+        // expression using it fails (as the API server's lazy evaluation would).
+        let mut variables = serde_json::Map::new();
+        for (var, expr) in &self.variables {
+            ctx.add_variable("variables", Value::Object(variables.clone()))
+                .expect("variables");
+            if let Ok(v) = eval(expr, &ctx) {
+                variables.insert(var.clone(), cel_to_json(&v));
+            }
+        }
+        ctx.add_variable("variables", Value::Object(variables))
+            .expect("variables");
         self.validations
             .iter()
-            .filter(|(expr, _)| !eval(expr, job, groups))
-            .map(|(_, msg)| msg.clone())
+            .filter_map(|(expr, msg)| match eval(expr, &ctx) {
+                Ok(CelValue::Bool(true)) => None,
+                Ok(CelValue::Bool(false)) => Some(msg.clone()),
+                other => Some(format!("{msg} (evaluation failed: {other:?})")),
+            })
             .collect()
+    }
+
+    /// The analysts' policy: `job`, created by someone in `groups`, with `cron` as the
+    /// parameter.
+    pub fn denials(&self, job: &Value, cron: &Value, groups: &[&str]) -> Vec<String> {
+        self.check(&Request {
+            groups,
+            object: job,
+            old_object: None,
+            params: Some(cron),
+        })
     }
 }
 
-/// The Job `kubectl create job --from=cronjob/transform-once` would create.
-pub fn job_from_cronjob(docs: &[Value]) -> Value {
-    let cron = docs
-        .iter()
+fn cel_to_json(v: &CelValue) -> Value {
+    v.json().unwrap_or(Value::Null)
+}
+
+/// The CronJob transform-once, the analysts' policy's parameter.
+pub fn transform_cronjob(docs: &[Value]) -> Value {
+    docs.iter()
         .find(|d| kind(d) == "CronJob" && name(d) == "transform-once")
-        .expect("CronJob transform-once is rendered");
-    serde_json::json!({"apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": "transform-now", "namespace": "beacon-pipeline"},
-        "spec": cron["spec"]["jobTemplate"]["spec"].clone()})
+        .expect("CronJob transform-once is rendered")
+        .clone()
+}
+
+/// The Job `kubectl create job --from=cronjob/transform-once` creates, as admission
+/// sees it: the API server has added the selector and the generated pod labels.
+pub fn job_from_cronjob(docs: &[Value]) -> Value {
+    let cron = transform_cronjob(docs);
+    let mut job = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "transform-now", "namespace": "beacon-pipeline",
+            "uid": "0b0e6c1e-1111-4222-8333-944445555666",
+            "annotations": {"cronjob.kubernetes.io/instantiate": "manual"}},
+        "spec": cron["spec"]["jobTemplate"]["spec"].clone()});
+    let uid = "0b0e6c1e-1111-4222-8333-944445555666";
+    let labels = job["spec"]["template"]["metadata"]["labels"]
+        .as_object_mut()
+        .expect("the transform's pod has labels");
+    for (k, v) in [
+        ("controller-uid", uid),
+        ("batch.kubernetes.io/controller-uid", uid),
+        ("job-name", "transform-now"),
+        ("batch.kubernetes.io/job-name", "transform-now"),
+    ] {
+        labels.insert(k.to_owned(), json!(v));
+    }
+    job["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    job
 }

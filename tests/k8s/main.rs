@@ -47,7 +47,7 @@ fn network_connectivity_equals_the_access_model() {
         assert_none(
             "NetworkPolicies differ from the access model's flows",
             overlay,
-            netpol::differences(&docs, &model, overlay == "dev"),
+            netpol::differences(&docs, &model),
         );
     }
 }
@@ -65,7 +65,7 @@ fn extra_or_missing_flows_are_detected() {
         "metadata": {"name": "oops", "namespace": "beacon-dashboard"},
         "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}}),
     );
-    let diff = netpol::differences(&docs, &model, false);
+    let diff = netpol::differences(&docs, &model);
     assert!(
         diff.iter()
             .any(|d| d.contains("beacon-dashboard/dashboard -> Internet")),
@@ -86,7 +86,7 @@ fn extra_or_missing_flows_are_detected() {
         .as_array_mut()
         .unwrap()
         .push(json!({"to": [{"namespaceSelector": {}}]}));
-    let diff = netpol::differences(&docs, &model, false);
+    let diff = netpol::differences(&docs, &model);
     assert!(
         diff.iter()
             .any(|d| d.contains("beacon-dashboard/dashboard -> beacon-data/postgres TCP/5432")),
@@ -100,7 +100,7 @@ fn extra_or_missing_flows_are_detected() {
         .as_object_mut()
         .unwrap()
         .remove("to");
-    let diff = netpol::differences(&docs, &model, false);
+    let diff = netpol::differences(&docs, &model);
     assert!(
         diff.iter()
             .any(|d| d.contains("beacon-api/api -> Internet UDP/53")),
@@ -115,7 +115,7 @@ fn extra_or_missing_flows_are_detected() {
     an["spec"]["ingress"][0]["from"] = json!([
         {"namespaceSelector": {}},
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "api"}}}]);
-    let diff = netpol::differences(&docs, &model, false);
+    let diff = netpol::differences(&docs, &model);
     assert!(
         diff.iter()
             .any(|d| d.contains("ForeignPod -> beacon-analytics/analytics TCP/50051")),
@@ -130,7 +130,7 @@ fn extra_or_missing_flows_are_detected() {
         .as_object_mut()
         .unwrap()
         .remove("namespaceSelector");
-    let diff = netpol::differences(&docs, &model, false);
+    let diff = netpol::differences(&docs, &model);
     assert!(
         diff.iter()
             .any(|d| d.contains("blocked: beacon-api/api -> beacon-analytics/analytics")),
@@ -141,7 +141,7 @@ fn extra_or_missing_flows_are_detected() {
     let mut docs = base.clone();
     let an = find_mut(&mut docs, "NetworkPolicy", "beacon-analytics", "analytics");
     an["spec"]["ingress"].as_array_mut().unwrap().remove(0);
-    let diff = netpol::differences(&docs, &model, false);
+    let diff = netpol::differences(&docs, &model);
     assert!(
         diff.iter().any(|d| d
             == "in the model but blocked: beacon-api/api -> beacon-analytics/analytics TCP/50051"),
@@ -155,16 +155,31 @@ fn extra_or_missing_flows_are_detected() {
         .as_object_mut()
         .unwrap()
         .remove("from");
-    let diff = netpol::differences(&docs, &model, false);
+    let diff = netpol::differences(&docs, &model);
     assert!(
         diff.iter().any(|d| d
             == "allowed but not in the model: Internet -> beacon-dashboard/dashboard TCP/9080"),
         "{diff:?}"
     );
 
-    // The dev-only node allowance is refused in prod.
-    let diff = netpol::differences(&render::dev(), &model, false);
-    assert!(diff.iter().any(|d| d.contains("Node -> ")), "{diff:?}");
+    // An admin port opened to the nodes' network (the kubelet-probe workaround that
+    // kind < 0.28 needed, and that opened admin ports to anything in that range).
+    let mut docs = base.clone();
+    docs.push(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "kubelet-probes-dashboard", "namespace": "beacon-dashboard"},
+        "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "dashboard"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"ipBlock": {"cidr": "172.16.0.0/12"}}],
+                "ports": [{"protocol": "TCP", "port": 9080}]}]}}),
+    );
+    let diff = netpol::differences(&docs, &model);
+    assert!(
+        diff.iter()
+            .any(|d| d
+                == "allowed but not in the model: Node -> beacon-dashboard/dashboard TCP/9080"),
+        "{diff:?}"
+    );
 }
 
 /// A flow added to the model, rendered by the generator, opens exactly one connection
@@ -204,8 +219,8 @@ fn a_new_flow_opens_exactly_one_connection() {
         before.difference(&after).collect::<Vec<_>>()
     );
     assert!(before.is_subset(&after));
-    assert!(netpol::differences(&docs, &new, false).is_empty());
-    assert!(!netpol::differences(&docs, &old, false).is_empty());
+    assert!(netpol::differences(&docs, &new).is_empty());
+    assert!(!netpol::differences(&docs, &old).is_empty());
 }
 
 // ------------------------------------------------------------------ RBAC
@@ -292,17 +307,19 @@ fn forbidden_or_extra_permissions_are_detected() {
     );
 }
 
+const ANALYSTS: &[&str] = &["beacon:analysts", "system:authenticated"];
+
 #[test]
 fn analysts_can_run_the_transform_job_and_nothing_else() {
-    const ANALYSTS: &[&str] = &["beacon:analysts", "system:authenticated"];
     fn pod(job: &mut Value) -> &mut Value {
         &mut job["spec"]["template"]["spec"]
     }
     for (overlay, docs) in overlays() {
         let policy = admission::analyst_policy(&docs);
+        let cron = admission::transform_cronjob(&docs);
         let job = admission::job_from_cronjob(&docs);
         assert_eq!(
-            policy.denials(&job, ANALYSTS),
+            policy.denials(&job, &cron, ANALYSTS),
             Vec::<String>::new(),
             "{overlay}: the transform Job must be admitted"
         );
@@ -325,29 +342,67 @@ fn analysts_can_run_the_transform_job_and_nothing_else() {
             .push(json!({"name": "P", "valueFrom": {"secretKeyRef": {"name": "loader-db", "key": "password"}}}));
         let mut init = job.clone();
         pod(&mut init)["initContainers"] = json!([{"name": "i", "image": "busybox"}]);
+        // The issue's attack: the transform's own Secret, read by another program that
+        // prints it to the log (pods/log is the analysts' to read).
+        let mut command = job.clone();
+        pod(&mut command)["containers"][0]["command"] =
+            json!(["/bin/sh", "-c", "cat /etc/beacon/db/password"]);
+        let mut args = job.clone();
+        pod(&mut args)["containers"][0]["args"] = json!(["transform", "--help"]);
+        let mut token = job.clone();
+        pod(&mut token)["automountServiceAccountToken"] = json!(true);
+        // The issue's other attack: a pod labelled as the pipeline becomes an endpoint
+        // of the ingest Service and receives tenants' events and bearer tokens.
+        let mut pipeline_label = job.clone();
+        pipeline_label["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] =
+            json!("pipeline");
+        let mut extra_label = job.clone();
+        extra_label["spec"]["template"]["metadata"]["labels"]["role"] = json!("ingest");
+        let mut parallel = job.clone();
+        parallel["spec"]["parallelism"] = json!(20);
         for (what, forbidden) in [
             ("another service account", &other_sa),
             ("the loader's Secret", &loader_secret),
             ("a projected Secret", &projected),
             ("a Secret in env", &env_secret),
             ("an extra container", &init),
+            ("another command", &command),
+            ("other args", &args),
+            ("a mounted API token", &token),
+            ("the pipeline's label", &pipeline_label),
+            ("an extra pod label", &extra_label),
+            ("twenty pods at once", &parallel),
         ] {
             assert!(
-                !policy.denials(forbidden, ANALYSTS).is_empty(),
+                !policy.denials(forbidden, &cron, ANALYSTS).is_empty(),
                 "{overlay}: an analyst's Job with {what} must be denied"
             );
         }
-        // The policy constrains analysts only: data engineers deploy Jobs of their own.
+        // The policy constrains the narrowed groups only; the delivery identity (and the
+        // CronJob controller) create Jobs of their own.
         assert!(
             policy
-                .denials(&other_sa, &["beacon:data-engineers"])
+                .denials(
+                    &other_sa,
+                    &cron,
+                    &["system:serviceaccounts", "system:authenticated"]
+                )
                 .is_empty()
         );
+        // The parameter decides: a CronJob with another image makes the transform's
+        // own Job a stranger (so the Job is compared with it, not with constants).
+        let mut other_cron = cron.clone();
+        other_cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+            json!("localhost:5001/beacon/pipeline:other");
+        assert!(!policy.denials(&job, &other_cron, ANALYSTS).is_empty());
+        // Without its parameter (the CronJob deleted) nothing is admitted.
+        assert!(!policy.denials(&job, &Value::Null, ANALYSTS).is_empty());
     }
 }
 
 /// The policy only protects if it is bound in Deny mode to the pipeline's namespace, is
-/// asked about every Job created or updated there, and fails closed.
+/// asked about every Job created or updated there, takes transform-once as its
+/// parameter, and fails closed.
 #[test]
 fn the_analysts_policy_is_bound_to_deny_and_fails_closed() {
     for (overlay, docs) in overlays() {
@@ -361,23 +416,7 @@ fn the_analysts_policy_is_bound_to_deny_and_fails_closed() {
             find("ValidatingAdmissionPolicyBinding"),
         );
         assert_eq!(policy["spec"]["failurePolicy"], "Fail", "{overlay}");
-        let rules = policy["spec"]["matchConstraints"]["resourceRules"]
-            .as_array()
-            .expect("resourceRules");
-        let covers = |op: &str| {
-            rules.iter().any(|r| {
-                let has = |field: &str, v: &str| {
-                    r[field]
-                        .as_array()
-                        .is_some_and(|a| a.iter().any(|x| x == v || x == "*"))
-                };
-                has("apiGroups", "batch")
-                    && has("apiVersions", "v1")
-                    && has("resources", "jobs")
-                    && has("operations", op)
-            })
-        };
-        assert!(covers("CREATE") && covers("UPDATE"), "{overlay}: {rules:?}");
+        assert!(covers(policy, "batch", "jobs"), "{overlay}: {policy:?}");
         assert_eq!(binding["spec"]["policyName"], "beacon-analyst-jobs");
         assert_eq!(
             binding["spec"]["validationActions"],
@@ -390,18 +429,44 @@ fn the_analysts_policy_is_bound_to_deny_and_fails_closed() {
             &json!({"matchLabels": {"kubernetes.io/metadata.name": "beacon-pipeline"}}),
             "{overlay}: the binding must select the pipeline's namespace (and only it)"
         );
-        assert!(binding["spec"]["paramRef"].is_null());
+        assert_eq!(
+            policy["spec"]["paramKind"],
+            json!({"apiVersion": "batch/v1", "kind": "CronJob"})
+        );
+        assert_eq!(
+            binding["spec"]["paramRef"],
+            json!({"name": "transform-once", "namespace": "beacon-pipeline",
+                "parameterNotFoundAction": "Deny"}),
+            "{overlay}"
+        );
     }
+}
+
+/// Whether `policy` is asked about CREATE and UPDATE of `group/resource` (v1).
+fn covers(policy: &Value, group: &str, resource: &str) -> bool {
+    let rules = render::arr(&policy["spec"]["matchConstraints"]["resourceRules"]);
+    ["CREATE", "UPDATE"].iter().all(|op| {
+        rules.iter().any(|r| {
+            let has = |field: &str, v: &str| {
+                r[field]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == v || x == "*"))
+            };
+            has("apiGroups", group)
+                && has("apiVersions", "v1")
+                && has("resources", resource)
+                && has("operations", op)
+        })
+    })
 }
 
 /// A Job with a second regular container, or the transform's container with another
 /// image, is denied to analysts.
 #[test]
-#[ignore = "fails until issue 12: the analysts' policy does not check the containers' count or images"]
 fn analysts_cannot_add_a_container_or_change_the_image() {
-    const ANALYSTS: &[&str] = &["beacon:analysts", "system:authenticated"];
     for (overlay, docs) in overlays() {
         let policy = admission::analyst_policy(&docs);
+        let cron = admission::transform_cronjob(&docs);
         let job = admission::job_from_cronjob(&docs);
         let mut second = job.clone();
         let mut sidecar = second["spec"]["template"]["spec"]["containers"][0].clone();
@@ -419,11 +484,301 @@ fn analysts_cannot_add_a_container_or_change_the_image() {
             ("a foreign image", &foreign),
         ] {
             assert!(
-                !policy.denials(forbidden, ANALYSTS).is_empty(),
+                !policy.denials(forbidden, &cron, ANALYSTS).is_empty(),
                 "{overlay}: an analyst's Job with {what} must be denied"
             );
         }
     }
+}
+
+// ------------------------------------------------------------------ workloads where Secrets live
+
+/// The workloads of the protected namespaces that mount a Secret (what the attack keeps).
+fn secret_workloads(docs: &[Value], model: &AccessModel) -> Vec<Value> {
+    docs.iter()
+        .filter(|d| ["Deployment", "StatefulSet"].contains(&kind(d)))
+        .filter(|d| {
+            model
+                .kubernetes
+                .protected_namespaces
+                .iter()
+                .any(|n| n == namespace(d))
+        })
+        .filter(|d| {
+            render::arr(&d["spec"]["template"]["spec"]["volumes"])
+                .iter()
+                .any(|v| v.get("secret").is_some() || v.get("projected").is_some())
+        })
+        .cloned()
+        .collect()
+}
+
+/// The issue's attack: a developer or SRE swaps a Deployment's image (or command) and
+/// keeps its Secret volumes, then reads the signing key from the log. Denied for every
+/// person on every Secret-mounting workload; `kubectl rollout restart` and a change of
+/// replicas are admitted; the delivery identity is not constrained.
+#[test]
+fn people_cannot_change_what_runs_where_secrets_live() {
+    let model = model();
+    let people = [
+        "beacon:product-developers",
+        "beacon:sre",
+        "beacon:data-engineers",
+    ];
+    for (overlay, docs) in overlays() {
+        let policy = admission::workload_policy(&docs);
+        let workloads = secret_workloads(&docs, &model);
+        assert!(
+            workloads
+                .iter()
+                .any(|w| namespace(w) == "beacon-api" && name(w) == "api"),
+            "{overlay}: the api Deployment mounts the signing key"
+        );
+        for old in &workloads {
+            let what = format!("{overlay}: {} {}/{}", kind(old), namespace(old), name(old));
+            let update = |groups: &[&str], new: &Value| {
+                policy.check(&admission::Request {
+                    groups,
+                    object: new,
+                    old_object: Some(old),
+                    params: None,
+                })
+            };
+            let mut image = old.clone();
+            image["spec"]["template"]["spec"]["containers"][0]["image"] =
+                json!("docker.io/library/busybox:1.37");
+            let mut command = old.clone();
+            command["spec"]["template"]["spec"]["containers"][0]["command"] =
+                json!(["/bin/sh", "-c", "cat /etc/beacon/*/*"]);
+            let mut volume = old.clone();
+            volume["spec"]["template"]["spec"]["volumes"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "x", "secret": {"secretName": "postgres-admin"}}));
+            let mut label = old.clone();
+            label["spec"]["template"]["metadata"]["labels"]["extra"] = json!("1");
+            let mut annotation = old.clone();
+            annotation["spec"]["template"]["metadata"]["annotations"] =
+                json!({"container.apparmor.security.beta.kubernetes.io/x": "unconfined"});
+            let mut restart = old.clone();
+            restart["spec"]["template"]["metadata"]["annotations"] =
+                json!({"kubectl.kubernetes.io/restartedAt": "2026-11-29T19:00:00Z"});
+            let mut scale = old.clone();
+            scale["spec"]["replicas"] = json!(3);
+            for group in people {
+                for (change, new) in [
+                    ("another image", &image),
+                    ("another command", &command),
+                    ("another Secret volume", &volume),
+                    ("another pod label", &label),
+                    ("another pod annotation", &annotation),
+                ] {
+                    assert!(
+                        !update(&[group, "system:authenticated"], new).is_empty(),
+                        "{what}: {group} may not set {change}"
+                    );
+                }
+                for (change, new) in [("a restart", &restart), ("a replica count", &scale)] {
+                    assert_eq!(
+                        update(&[group, "system:authenticated"], new),
+                        Vec::<String>::new(),
+                        "{what}: {group} may make {change}"
+                    );
+                }
+                // Creating a workload there is the delivery identity's alone.
+                assert!(
+                    !policy
+                        .check(&admission::Request {
+                            groups: &[group],
+                            object: &image,
+                            old_object: None,
+                            params: None,
+                        })
+                        .is_empty(),
+                    "{what}: {group} may not create a workload"
+                );
+            }
+            assert!(
+                update(
+                    &[
+                        "system:serviceaccounts",
+                        "system:serviceaccounts:beacon-delivery"
+                    ],
+                    &image
+                )
+                .is_empty(),
+                "{what}: the delivery identity delivers new images"
+            );
+        }
+    }
+}
+
+/// The policy is bound, in Deny mode and failing closed, to exactly the model's
+/// protected namespaces, and asked about Deployments and StatefulSets.
+#[test]
+fn the_workload_policy_is_bound_to_every_protected_namespace() {
+    let model = model();
+    for (overlay, docs) in overlays() {
+        let find = |k: &str| {
+            docs.iter()
+                .find(|d| kind(d) == k && name(d) == "beacon-workload-changes")
+                .unwrap_or_else(|| panic!("{overlay}: {k} beacon-workload-changes is rendered"))
+        };
+        let (policy, binding) = (
+            find("ValidatingAdmissionPolicy"),
+            find("ValidatingAdmissionPolicyBinding"),
+        );
+        assert_eq!(policy["spec"]["failurePolicy"], "Fail", "{overlay}");
+        assert!(covers(policy, "apps", "deployments"), "{overlay}");
+        assert!(covers(policy, "apps", "statefulsets"), "{overlay}");
+        assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+        let selector = &binding["spec"]["matchResources"]["namespaceSelector"];
+        assert_eq!(
+            selector,
+            &json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+                "operator": "In", "values": model.kubernetes.protected_namespaces}]}),
+            "{overlay}"
+        );
+    }
+}
+
+/// Every person's permission to create, update or patch something that runs a pod, in a
+/// namespace that holds signing keys or database credentials, is narrowed by a policy
+/// that matches the person's group there and is evaluated above; nobody but the
+/// delivery identity has any other. (RBAC from the rendered Roles and bindings.)
+#[test]
+fn only_delivery_writes_workloads_where_secrets_live() {
+    let model = model();
+    for (overlay, docs) in overlays() {
+        let problems = writers_problems(&docs, &model);
+        assert_none("unnarrowed workload writers", overlay, problems);
+    }
+    // Detected: a product developer given `create` on Deployments in beacon-api again.
+    let mut docs = render::prod();
+    let role = find_mut(&mut docs, "Role", "beacon-api", "product-developers");
+    role["rules"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["create"]}));
+    let p = writers_problems(&docs, &model);
+    assert!(
+        p.iter()
+            .any(|x| x
+                .contains("beacon:product-developers may create apps/deployments in beacon-api")),
+        "{p:?}"
+    );
+    // Detected: the workload policy no longer matching SRE.
+    let mut docs = render::prod();
+    let vap = docs
+        .iter_mut()
+        .find(|d| kind(d) == "ValidatingAdmissionPolicy" && name(d) == "beacon-workload-changes")
+        .unwrap();
+    vap["spec"]["matchConditions"][0]["expression"] =
+        json!("request.userInfo.groups.exists(g, g in ['beacon:product-developers'])");
+    let p = writers_problems(&docs, &model);
+    assert!(
+        p.iter()
+            .any(|x| x.contains("beacon:sre may patch apps/deployments in beacon-data")),
+        "{p:?}"
+    );
+    // Detected: the binding leaving out a protected namespace.
+    let mut docs = render::prod();
+    let binding = docs
+        .iter_mut()
+        .find(|d| {
+            kind(d) == "ValidatingAdmissionPolicyBinding" && name(d) == "beacon-workload-changes"
+        })
+        .unwrap();
+    binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]["values"] =
+        json!(["beacon-api"]);
+    let p = writers_problems(&docs, &model);
+    assert!(
+        p.iter()
+            .any(|x| x
+                .contains("beacon:data-engineers may update apps/deployments in beacon-pipeline")),
+        "{p:?}"
+    );
+}
+
+/// Whether the binding of policy `policy_name` selects namespace `ns` (by its
+/// `kubernetes.io/metadata.name` label, the only selector the bindings use).
+fn bound_in(docs: &[Value], policy_name: &str, ns: &str) -> bool {
+    docs.iter()
+        .filter(|d| kind(d) == "ValidatingAdmissionPolicyBinding")
+        .filter(|d| d["spec"]["policyName"] == policy_name)
+        .filter(|d| d["spec"]["validationActions"] == json!(["Deny"]))
+        .any(|d| {
+            let sel = &d["spec"]["matchResources"]["namespaceSelector"];
+            let key = "kubernetes.io/metadata.name";
+            let labels_ok = sel["matchLabels"]
+                .as_object()
+                .is_none_or(|m| m.iter().all(|(k, v)| k == key && v == ns));
+            let exprs_ok = render::arr(&sel["matchExpressions"]).iter().all(|e| {
+                e["key"] == key
+                    && e["operator"] == "In"
+                    && render::arr(&e["values"]).iter().any(|v| v == ns)
+            });
+            labels_ok && exprs_ok
+        })
+}
+
+fn writers_problems(docs: &[Value], model: &AccessModel) -> Vec<String> {
+    const RUNS_PODS: [(&str, &str); 9] = [
+        ("", "pods"),
+        ("", "pods/ephemeralcontainers"),
+        ("", "replicationcontrollers"),
+        ("", "podtemplates"),
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("apps", "replicasets"),
+        ("batch", "cronjobs"),
+    ];
+    let delivery = model.personas["delivery"].subject().unwrap();
+    let matches = |policy: &admission::Policy, group: &str| {
+        policy.check(&admission::Request {
+            groups: &[group],
+            object: &json!({"spec": {}}),
+            old_object: None,
+            params: None,
+        })
+    };
+    let (jobs, workloads) = (
+        admission::analyst_policy(docs),
+        admission::workload_policy(docs),
+    );
+    let mut out = Vec::new();
+    for (subject, perms) in rbac::permissions(docs) {
+        if subject == delivery {
+            continue;
+        }
+        for (ns, group, resource, verb) in perms {
+            if !model.kubernetes.protected_namespaces.contains(&ns)
+                || !["create", "update", "patch"].contains(&verb.as_str())
+            {
+                continue;
+            }
+            let narrowed_by = match (group.as_str(), resource.as_str(), verb.as_str()) {
+                ("batch", "jobs", "create") => Some((&jobs, "beacon-analyst-jobs")),
+                ("apps", "deployments" | "statefulsets", "update" | "patch") => {
+                    Some((&workloads, "beacon-workload-changes"))
+                }
+                (g, r, _) if RUNS_PODS.contains(&(g, r)) || (g, r) == ("batch", "jobs") => None,
+                _ => continue,
+            };
+            // A matching policy evaluates (and here denies the empty object); one
+            // that does not match the subject admits it silently.
+            let narrowed = narrowed_by.is_some_and(|(p, name)| {
+                !matches(p, &subject).is_empty() && bound_in(docs, name, &ns)
+            });
+            if !narrowed {
+                out.push(format!(
+                    "{subject} may {verb} {group}/{resource} in {ns}, and no admission policy narrows it"
+                ));
+            }
+        }
+    }
+    out
 }
 
 // ------------------------------------------------------------------ pods and namespaces
@@ -690,4 +1045,45 @@ fn prod_pins_images_by_digest_and_issues_the_models_identities() {
         !docs.iter().any(|d| kind(d) == "Secret"),
         "prod must not carry Secrets: they come from External Secrets and cert-manager"
     );
+}
+
+/// Every image names its registry, so none resolves to Docker Hub by accident (an
+/// unqualified `beacon/api:dev` would be `docker.io/beacon/api:dev`); dev's Beacon
+/// images come from the local registry Tilt pushes to, one per [images] entry.
+#[test]
+fn every_image_names_its_registry_and_dev_uses_the_local_one() {
+    fn registry(image: &str) -> Option<&str> {
+        let (first, _) = image.split_once('/')?;
+        (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+    }
+    let model = model();
+    for (overlay, docs) in overlays() {
+        let mut images = Vec::new();
+        for t in render::templates(&docs) {
+            for c in render::containers(t.spec) {
+                images.push(c["image"].as_str().unwrap_or("").to_owned());
+            }
+        }
+        for image in &images {
+            assert!(
+                registry(image).is_some(),
+                "{overlay}: image {image} does not name its registry"
+            );
+        }
+        if overlay == "dev" {
+            for name in model.images.keys() {
+                let want = format!("localhost:5001/{}/{name}:dev", model.product);
+                assert!(images.contains(&want), "dev: no {want} in {images:?}");
+            }
+            assert!(
+                images
+                    .iter()
+                    .filter(|i| i.contains("/beacon/"))
+                    .all(|i| i.starts_with("localhost:5001/")),
+                "{images:?}"
+            );
+        }
+    }
+    assert_eq!(registry("beacon/api:dev"), None);
+    assert_eq!(registry("postgres:17"), None);
 }

@@ -23,7 +23,7 @@ pub enum Ep {
     ForeignPod,
     /// CoreDNS in kube-system.
     KubeDns,
-    /// A node address on kind's docker network (172.18.0.2), where kubelet probes come from.
+    /// A node address (kind's docker network, 172.18.0.2): nothing may reach a pod from there.
     Node,
 }
 
@@ -350,9 +350,10 @@ fn component_pod(model: &AccessModel, component: &str) -> Ep {
 }
 
 /// What the model says must be reachable: its [[flows]] (in-pod loopback flows excluded:
-/// they never touch the network), DNS to kube-dns for every Beacon pod, and in dev the
-/// kubelet's probes from the node to each component's admin port.
-pub fn expected(model: &AccessModel, pods: &[Ep], dev: bool) -> BTreeSet<Conn> {
+/// they never touch the network) and DNS to kube-dns for every Beacon pod. Both overlays
+/// allow exactly this: nothing is opened to the nodes (kind >= 0.28 lets kubelet probes
+/// through a default deny).
+pub fn expected(model: &AccessModel, pods: &[Ep]) -> BTreeSet<Conn> {
     let mut out = BTreeSet::new();
     for f in &model.flows {
         let to = component_pod(model, &f.to);
@@ -373,22 +374,15 @@ pub fn expected(model: &AccessModel, pods: &[Ep], dev: bool) -> BTreeSet<Conn> {
             out.insert((p.clone(), Ep::KubeDns, proto.into(), 53));
         }
     }
-    if dev {
-        for name in model.components.keys() {
-            if let Some(port) = model.components[name].ports.get("admin") {
-                out.insert((Ep::Node, component_pod(model, name), "TCP".into(), *port));
-            }
-        }
-    }
     out
 }
 
 /// Empty when the rendered policies allow exactly the model's flows; otherwise each
 /// extra and missing connection, one per line.
-pub fn differences(docs: &[Value], model: &AccessModel, dev: bool) -> Vec<String> {
+pub fn differences(docs: &[Value], model: &AccessModel) -> Vec<String> {
     let net = Network::from_docs(docs);
     let actual = net.connectivity(model);
-    let expected = expected(model, &net.beacon_pods(), dev);
+    let expected = expected(model, &net.beacon_pods());
     let fmt = |c: &Conn| format!("{} -> {} {}/{}", c.0, c.1, c.2, c.3);
     let mut out: Vec<String> = actual
         .difference(&expected)

@@ -14,10 +14,11 @@ const SRE: &str = "beacon:sre";
 /// grants, bindings to anything but persona groups) and differences from the model.
 pub fn problems(docs: &[Value], model: &AccessModel) -> Vec<String> {
     let mut out = Vec::new();
+    // Persona groups, and the delivery pipeline's ServiceAccount (as its user name).
     let groups: BTreeSet<String> = model
         .personas
         .values()
-        .filter_map(|p| p.group.clone())
+        .filter_map(|p| p.subject())
         .collect();
     let mut roles: BTreeMap<(String, String), &Value> = BTreeMap::new();
     for d in docs {
@@ -64,10 +65,23 @@ pub fn problems(docs: &[Value], model: &AccessModel) -> Vec<String> {
             continue;
         };
         for s in arr(&d["subjects"]) {
-            let subject = s["name"].as_str().unwrap_or("");
-            if s["kind"] != "Group" || !groups.contains(subject) {
+            let sa_user;
+            let subject = match s["kind"].as_str() {
+                Some("ServiceAccount") => {
+                    sa_user = format!(
+                        "system:serviceaccount:{}:{}",
+                        s["namespace"].as_str().unwrap_or(""),
+                        s["name"].as_str().unwrap_or("")
+                    );
+                    sa_user.as_str()
+                }
+                _ => s["name"].as_str().unwrap_or(""),
+            };
+            if !["Group", "ServiceAccount"].contains(&s["kind"].as_str().unwrap_or(""))
+                || !groups.contains(subject)
+            {
                 out.push(format!(
-                    "RoleBinding {ns}/{} binds {} {subject}: only persona groups are bound",
+                    "RoleBinding {ns}/{} binds {} {subject}: only the model's persona groups and delivery ServiceAccount are bound",
                     name(d),
                     s["kind"]
                 ));
@@ -141,6 +155,53 @@ pub fn problems(docs: &[Value], model: &AccessModel) -> Vec<String> {
                 "{g} may not {} {}/{} in {}, the model grants it",
                 p.3, p.1, p.2, p.0
             ));
+        }
+    }
+    out
+}
+
+/// Every permission each bound subject has: subject -> {(namespace, group, resource, verb)},
+/// from the rendered Roles and RoleBindings (the same walk as [`problems`], without
+/// the rules).
+pub fn permissions(docs: &[Value]) -> BTreeMap<String, BTreeSet<KubePermission>> {
+    let mut roles: BTreeMap<(String, String), &Value> = BTreeMap::new();
+    for d in docs.iter().filter(|d| kind(d) == "Role") {
+        roles.insert((namespace(d).to_owned(), name(d).to_owned()), d);
+    }
+    let mut out: BTreeMap<String, BTreeSet<KubePermission>> = BTreeMap::new();
+    for d in docs.iter().filter(|d| kind(d) == "RoleBinding") {
+        let ns = namespace(d);
+        let Some(role) = roles.get(&(
+            ns.to_owned(),
+            d["roleRef"]["name"].as_str().unwrap_or("").to_owned(),
+        )) else {
+            continue;
+        };
+        for s in arr(&d["subjects"]) {
+            let subject = if s["kind"] == "ServiceAccount" {
+                format!(
+                    "system:serviceaccount:{}:{}",
+                    s["namespace"].as_str().unwrap_or(""),
+                    s["name"].as_str().unwrap_or("")
+                )
+            } else {
+                s["name"].as_str().unwrap_or("").to_owned()
+            };
+            let set = out.entry(subject).or_default();
+            for rule in arr(&role["rules"]) {
+                for g in arr(&rule["apiGroups"]) {
+                    for r in arr(&rule["resources"]) {
+                        for v in arr(&rule["verbs"]) {
+                            set.insert((
+                                ns.to_owned(),
+                                g.as_str().unwrap_or("").to_owned(),
+                                r.as_str().unwrap_or("").to_owned(),
+                                v.as_str().unwrap_or("").to_owned(),
+                            ));
+                        }
+                    }
+                }
+            }
         }
     }
     out

@@ -59,8 +59,23 @@ pub const PUBLIC: &str = "public";
 pub struct Kubernetes {
     /// Every Beacon namespace.
     pub namespaces: Vec<String>,
+    /// The namespaces that hold signing keys or database credentials. There, only the
+    /// delivery identity creates or changes what a workload runs: a person's grant to
+    /// create, update or patch workloads there must name the [`KubeGrant::admission`]
+    /// policy that narrows it.
+    #[serde(default)]
+    pub protected_namespaces: Vec<String>,
     pub grants: Vec<KubeGrant>,
 }
+
+/// The admission policies a grant may be narrowed by (rendered into k8s/base/admission).
+/// `transform-job`: Jobs whose pod equals CronJob transform-once's pod template only.
+pub const ADMISSION_TRANSFORM_JOB: &str = "transform-job";
+/// `restart-and-scale`: updates that change only the replica count and the
+/// `kubectl.kubernetes.io/restartedAt` pod annotation (scale and rollout restart).
+pub const ADMISSION_RESTART_AND_SCALE: &str = "restart-and-scale";
+/// Every admission policy a grant may name.
+pub const ADMISSIONS: [&str; 2] = [ADMISSION_TRANSFORM_JOB, ADMISSION_RESTART_AND_SCALE];
 
 /// `persona` may use `verbs` on `resources` (`resource` or `group/resource`) in `namespaces`.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +85,9 @@ pub struct KubeGrant {
     pub namespaces: Vec<String>,
     pub resources: Vec<String>,
     pub verbs: Vec<String>,
+    /// The admission policy ([`ADMISSIONS`]) that narrows what these verbs may change.
+    #[serde(default)]
+    pub admission: Option<String>,
 }
 
 /// One Kubernetes permission: (namespace, API group, resource, verb).
@@ -82,10 +100,26 @@ pub struct Persona {
     pub description: String,
     #[serde(default)]
     pub group: Option<String>,
+    /// A machine persona's Kubernetes identity, `namespace/name` of its ServiceAccount.
+    #[serde(default)]
+    pub service_account: Option<String>,
     #[serde(default)]
     pub db_role: Option<String>,
     #[serde(default)]
     pub api_scopes: Vec<String>,
+}
+
+impl Persona {
+    /// Who Kubernetes RBAC binds: the group, or the ServiceAccount's user name
+    /// (`system:serviceaccount:<namespace>:<name>`).
+    pub fn subject(&self) -> Option<String> {
+        self.group.clone().or_else(|| {
+            self.service_account.as_ref().map(|sa| {
+                let (ns, name) = sa.split_once('/').unwrap_or(("", sa));
+                format!("system:serviceaccount:{ns}:{name}")
+            })
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,10 +325,16 @@ impl AccessModel {
                 anyhow::anyhow!("Kubernetes grant for unknown persona {}", g.persona)
             })?;
             anyhow::ensure!(
-                persona.group.is_some(),
-                "persona {} has no group to bind Kubernetes roles to",
+                persona.subject().is_some(),
+                "persona {} has no group or service account to bind Kubernetes roles to",
                 g.persona
             );
+            if let Some(a) = &g.admission {
+                anyhow::ensure!(
+                    ADMISSIONS.contains(&a.as_str()),
+                    "unknown admission policy {a} (known: {ADMISSIONS:?})"
+                );
+            }
             for ns in &g.namespaces {
                 anyhow::ensure!(
                     self.kubernetes.namespaces.contains(ns),
@@ -319,20 +359,37 @@ impl AccessModel {
                 "no persona may read Secrets"
             );
         }
+        for ns in &self.kubernetes.protected_namespaces {
+            anyhow::ensure!(
+                self.kubernetes.namespaces.contains(ns),
+                "protected namespace {ns} is not a listed Kubernetes namespace"
+            );
+        }
+        for (name, p) in &self.personas {
+            if let Some(sa) = &p.service_account {
+                anyhow::ensure!(
+                    p.group.is_none()
+                        && sa
+                            .split_once('/')
+                            .is_some_and(|(n, s)| !n.is_empty() && !s.is_empty()),
+                    "persona {name}: service_account is `namespace/name`, and a persona has a group or a service account, not both"
+                );
+            }
+        }
         Ok(())
     }
 
-    /// Every Kubernetes permission of each persona group, expanded:
-    /// group name -> {(namespace, API group, resource, verb)}.
+    /// Every Kubernetes permission of each persona's RBAC subject, expanded:
+    /// group or service-account user name -> {(namespace, API group, resource, verb)}.
     pub fn kube_permissions(&self) -> BTreeMap<String, std::collections::BTreeSet<KubePermission>> {
         let mut out: BTreeMap<String, std::collections::BTreeSet<KubePermission>> = self
             .personas
             .values()
-            .filter_map(|p| p.group.clone())
+            .filter_map(Persona::subject)
             .map(|g| (g, Default::default()))
             .collect();
         for g in &self.kubernetes.grants {
-            let Some(group) = self.personas.get(&g.persona).and_then(|p| p.group.clone()) else {
+            let Some(group) = self.personas.get(&g.persona).and_then(Persona::subject) else {
                 continue;
             };
             let set = out.entry(group).or_default();

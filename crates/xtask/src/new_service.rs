@@ -566,8 +566,8 @@ spec:
     )
 }
 
-/// The overlay with the new base (after the last `base/` entry) and, in prod, the
-/// image pinned by a placeholder digest.
+/// The overlay with the new base (after the last `base/` entry) and its image: in dev
+/// from the local registry, in prod pinned by a placeholder digest.
 fn overlay_text(text: &str, product: &str, name: &str, prod: bool) -> anyhow::Result<String> {
     let last = text
         .lines()
@@ -579,6 +579,23 @@ fn overlay_text(text: &str, product: &str, name: &str, prod: bool) -> anyhow::Re
         1,
     );
     let mut out = text.replacen(&format!("{last}\n"), &format!("{last}\n{entry}\n"), 1);
+    if !prod {
+        // Dev: the local registry Tilt pushes to (never an unqualified name).
+        let marker = "images:\n";
+        anyhow::ensure!(out.contains(marker), "the dev overlay has no images list");
+        let after = out.find(marker).map_or(0, |i| i + marker.len());
+        // After the list's leading comment lines, if any.
+        let insert = out[after..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.len() + 1)
+            .sum::<usize>()
+            + after;
+        out.insert_str(
+            insert,
+            &format!("- name: {product}/{name}\n  newName: localhost:5001/{product}/{name}\n"),
+        );
+    }
     if prod {
         let marker = "images:\n";
         anyhow::ensure!(out.contains(marker), "the prod overlay has no images list");
@@ -686,6 +703,20 @@ mod tests {
         assert!(scaffold(&dir, &options("reports")).is_err(), "twice");
         assert!(scaffold(&dir, &options("Bad_Name")).is_err());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_dev_overlay_gets_the_image_from_the_local_registry() {
+        let root = crate::up::workspace_root();
+        let text =
+            std::fs::read_to_string(root.join("k8s/overlays/dev/kustomization.yaml")).unwrap();
+        let out = overlay_text(&text, "beacon", "reports", false).unwrap();
+        assert!(
+            out.contains("tests/k8s checks).\n- name: beacon/reports\n  newName: localhost:5001/beacon/reports\n- name: beacon/pipeline\n"),
+            "{out}"
+        );
+        assert!(out.contains("  - ../../base/reports\n"), "{out}");
+        assert!(overlay_text("resources:\n  - ../../base/api\n", "beacon", "x", false).is_err());
     }
 
     /// The proof: in a copy of the repository, scaffold a service and run the

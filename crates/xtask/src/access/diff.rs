@@ -250,8 +250,8 @@ mod tests {
     fn adding_a_persona_verb_opens_exactly_that_permission() {
         let rows = diff(|m| {
             m.replace(
-                "resources = [\"batch/jobs\"]\nverbs = [\"get\", \"list\", \"watch\", \"create\", \"delete\"]",
-                "resources = [\"batch/jobs\"]\nverbs = [\"get\", \"list\", \"watch\", \"create\", \"delete\", \"update\"]",
+                "resources = [\"batch/jobs\"]\nverbs = [\"get\", \"list\", \"watch\", \"delete\"]",
+                "resources = [\"batch/jobs\"]\nverbs = [\"get\", \"list\", \"watch\", \"delete\", \"update\"]",
             )
         });
         assert_eq!(

@@ -3,8 +3,9 @@
 //! and the persona Roles and RoleBindings; the Roles of personas granted the same in
 //! every namespace (SRE) in the namespace-baseline component (`k8s/components/`), which
 //! also holds the hand-written baseline (Namespace, quota, default deny, DNS); and the
-//! dev overlay's kubelet-probe allowance. Each namespace's directory also gets a README
-//! saying what runs there, what it may reach and touch, and what people may do.
+//! admission policies that narrow persona grants (`k8s/base/admission`). Each
+//! namespace's directory also gets a README saying what runs there, what it may reach
+//! and touch, and what people may do.
 //!
 //! YAML is written as text, not serialised, so that it reads like hand-written YAML
 //! and every rule says which flow of the model it carries.
@@ -17,10 +18,6 @@ use super::{Generated, header};
 
 const NAME: &str = "app.kubernetes.io/name";
 const INTERNET: &str = "internet";
-
-/// kind's nodes live on the docker network (docker's default pools are in 172.16.0.0/12;
-/// pods and Services use 10.x). The kubelet probes pods from there.
-const KIND_NODE_CIDR: &str = "172.16.0.0/12";
 
 pub fn files(model: &AccessModel) -> Vec<Generated> {
     let mut out = Vec::new();
@@ -45,8 +42,12 @@ pub fn files(model: &AccessModel) -> Vec<Generated> {
         baseline_rbac(model),
     ));
     out.push(Generated::new(
-        "k8s/overlays/dev/kubelet-probes.yaml",
-        kubelet_probes(model),
+        "k8s/base/admission/analyst-jobs.yaml",
+        super::admission::transform_jobs(model),
+    ));
+    out.push(Generated::new(
+        "k8s/base/admission/workload-changes.yaml",
+        super::admission::workload_changes(model),
     ));
     out
 }
@@ -61,7 +62,13 @@ pub fn base_dir(namespace: &str) -> &str {
 
 /// `metadata:` with name, namespace (none in a component: the including base sets it)
 /// and labels.
-fn metadata(out: &mut String, model: &AccessModel, name: &str, ns: &str, app: Option<&str>) {
+pub(super) fn metadata(
+    out: &mut String,
+    model: &AccessModel,
+    name: &str,
+    ns: &str,
+    app: Option<&str>,
+) {
     let _ = writeln!(out, "metadata:\n  name: {name}");
     if !ns.is_empty() {
         let _ = writeln!(out, "  namespace: {ns}");
@@ -242,7 +249,7 @@ fn policy_head(
 }
 
 /// A generated YAML file: the header, an introduction (comment lines), the documents.
-fn yaml_file(intro: &str, docs: &[String]) -> String {
+pub(super) fn yaml_file(intro: &str, docs: &[String]) -> String {
     let mut out = header("#");
     out.push_str("#\n");
     for line in intro.lines() {
@@ -347,7 +354,7 @@ fn baseline_personas(model: &AccessModel) -> Vec<&str> {
                 .grants
                 .iter()
                 .filter(|g| &g.persona == *name);
-            p.group.is_some()
+            p.subject().is_some()
                 && grants.clone().next().is_some()
                 && grants.all(|g| every(&g.namespaces))
         })
@@ -357,8 +364,9 @@ fn baseline_personas(model: &AccessModel) -> Vec<&str> {
 
 /// The Role and RoleBinding of `persona` in `ns` ("" in the component), from `grants`.
 fn persona_role(model: &AccessModel, persona: &str, ns: &str, grants: &[&KubeGrant]) -> String {
-    let group = model.personas[persona].group.as_deref().unwrap_or(persona);
-    let role = role_name(group);
+    let p = &model.personas[persona];
+    let subject = p.subject().unwrap_or_else(|| persona.to_owned());
+    let role = role_name(&subject);
     let mut out = String::from("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n");
     metadata(&mut out, model, role, ns, None);
     out.push_str("rules:\n");
@@ -390,13 +398,20 @@ fn persona_role(model: &AccessModel, persona: &str, ns: &str, grants: &[&KubeGra
     }
     out.push_str("\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n");
     metadata(&mut out, model, role, ns, None);
+    let subject = match p
+        .service_account
+        .as_deref()
+        .and_then(|sa| sa.split_once('/'))
+    {
+        Some((sa_ns, sa)) if p.group.is_none() => {
+            format!("- kind: ServiceAccount\n  name: {sa}\n  namespace: {sa_ns}\n")
+        }
+        _ => format!("- kind: Group\n  apiGroup: rbac.authorization.k8s.io\n  name: {subject}\n"),
+    };
     let _ = write!(
         out,
         "subjects:
-- kind: Group
-  apiGroup: rbac.authorization.k8s.io
-  name: {group}
-roleRef:
+{subject}roleRef:
   kind: Role
   apiGroup: rbac.authorization.k8s.io
   name: {role}
@@ -416,7 +431,7 @@ fn rbac(model: &AccessModel, ns: &str) -> String {
     let docs: Vec<String> = model
         .personas
         .iter()
-        .filter(|(name, p)| p.group.is_some() && !baseline.contains(&name.as_str()))
+        .filter(|(name, p)| p.subject().is_some() && !baseline.contains(&name.as_str()))
         .filter_map(|(name, _)| {
             let grants: Vec<&KubeGrant> = model
                 .kubernetes
@@ -549,10 +564,15 @@ fn readme(model: &AccessModel, ns: &str) -> String {
         .filter(|g| g.namespaces.iter().any(|n| n == ns))
     {
         any = true;
-        let group = model.personas[&g.persona].group.as_deref().unwrap_or("");
+        let subject = model.personas[&g.persona].subject().unwrap_or_default();
+        let narrowed = g
+            .admission
+            .as_deref()
+            .map(|a| format!(" (narrowed by the admission policy `{a}`)"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "- {} (`{group}`): {} on {}",
+            "- {} (`{subject}`): {} on {}{narrowed}",
             g.persona,
             g.verbs.join(", "),
             g.resources.join(", ")
@@ -562,49 +582,6 @@ fn readme(model: &AccessModel, ns: &str) -> String {
         out.push_str("Nobody has Kubernetes permissions here.\n");
     }
     out
-}
-
-fn kubelet_probes(model: &AccessModel) -> String {
-    let mut docs = Vec::new();
-    for ns in &model.kubernetes.namespaces {
-        for pod in pods_in(model, ns) {
-            let ports: Vec<u16> = model
-                .components
-                .iter()
-                .filter(|(name, c)| c.namespace == *ns && model.pod_of(name) == Some(pod))
-                .filter_map(|(_, c)| c.ports.get("admin").copied())
-                .collect();
-            if ports.is_empty() {
-                continue;
-            }
-            let mut doc = String::new();
-            let name = format!("kubelet-probes-{pod}");
-            policy_head(&mut doc, model, &name, ns, pod, &["Ingress"]);
-            let _ = writeln!(
-                doc,
-                "  ingress:
-  - from:
-    - ipBlock:
-        cidr: {KIND_NODE_CIDR}
-    ports:"
-            );
-            for port in ports {
-                let _ = writeln!(doc, "    - protocol: TCP\n      port: {port}");
-            }
-            docs.push(doc);
-        }
-    }
-    yaml_file(
-        &format!(
-            "DEV ONLY. kind >= 0.24 enforces NetworkPolicy with kube-network-policies, and a default
-deny has been reported to block kubelet probes there (kind issue 3875): the kubelet
-probes from the node's address, which on kind is on the docker network (docker's
-default pools lie in {KIND_NODE_CIDR}; pods and Services use 10.x). This opens the
-ADMIN (probe) port of each pod, and nothing else, to the node addresses. tests/k8s
-checks that this is the only extra flow in dev and that prod has none."
-        ),
-        &docs,
-    )
 }
 
 #[cfg(test)]

@@ -12,14 +12,14 @@ pub fn render(model: &AccessModel) -> String {
     let _ = writeln!(out, "{}\n{}\n", super::GENERATED, super::CHECKED);
     let _ = writeln!(
         out,
-        "## Personas\n\n| persona | kind | group | API scopes | database role | description |\n| --- | --- | --- | --- | --- | --- |"
+        "## Personas\n\n| persona | kind | group or ServiceAccount | API scopes | database role | description |\n| --- | --- | --- | --- | --- | --- |"
     );
     for (name, p) in &model.personas {
         let _ = writeln!(
             out,
             "| {name} | {} | {} | {} | {} | {} |",
             p.kind,
-            p.group.as_deref().unwrap_or("–"),
+            p.subject().as_deref().unwrap_or("–"),
             if p.api_scopes.is_empty() {
                 "–".to_owned()
             } else {
@@ -131,21 +131,23 @@ pub fn render(model: &AccessModel) -> String {
     render_api(model, &mut out);
     let _ = writeln!(
         out,
-        "\n## Kubernetes permissions of people\n\nNamespaced Roles bound to each persona's group; nothing else (no cluster-scoped grant, no Secrets, no wildcard; exec and port-forward for SRE only).\n\n| persona | group | namespaces | resources | verbs |\n| --- | --- | --- | --- | --- |"
+        "\n## Kubernetes permissions of people\n\nNamespaced Roles bound to each persona's group (the delivery pipeline's: to its ServiceAccount); nothing else (no cluster-scoped grant, no Secrets, no wildcard; exec and port-forward for SRE only). In the protected namespaces ({}), which hold signing keys or database credentials, only the delivery identity creates or changes what a workload runs: a person's grant that writes workloads there is narrowed by the admission policy it names (k8s/base/admission).\n\n| persona | group or ServiceAccount | namespaces | resources | verbs | narrowed by |\n| --- | --- | --- | --- | --- | --- |",
+        model.kubernetes.protected_namespaces.join(", ")
     );
     for g in &model.kubernetes.grants {
         let group = model
             .personas
             .get(&g.persona)
-            .and_then(|p| p.group.as_deref())
-            .unwrap_or("–");
+            .and_then(|p| p.subject())
+            .unwrap_or_else(|| "–".to_owned());
         let _ = writeln!(
             out,
-            "| {} | {group} | {} | {} | {} |",
+            "| {} | {group} | {} | {} | {} | {} |",
             g.persona,
             g.namespaces.join(", "),
             g.resources.join(", "),
-            g.verbs.join(", ")
+            g.verbs.join(", "),
+            g.admission.as_deref().unwrap_or("–")
         );
     }
     let _ = writeln!(

@@ -10,6 +10,8 @@
 //! connectivity, crates/db/tests/access_model.rs tries every privilege on a live
 //! database). A bug here therefore shows up as a failing test, not as a silent hole.
 
+pub mod admission;
+pub mod can_i;
 pub mod diff;
 pub mod images;
 pub mod kube;
@@ -35,6 +37,9 @@ pub enum Action {
         /// The revision to compare with (a branch, tag or commit).
         rev: String,
     },
+    /// Print what `kubectl auth can-i` must answer for every persona (every grant, and a
+    /// sample of what is not granted), for scripts/e2e-can-i.sh on a live cluster.
+    CanI,
 }
 
 pub fn run(action: Action) -> anyhow::Result<()> {
@@ -54,6 +59,10 @@ pub fn run(action: Action) -> anyhow::Result<()> {
                 generated(&model).len(),
                 wrote.len()
             );
+            Ok(())
+        }
+        Action::CanI => {
+            print!("{}", can_i::expectations(&model));
             Ok(())
         }
         Action::Diff { rev } => {
