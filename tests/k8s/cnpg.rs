@@ -163,6 +163,54 @@ pub fn cluster_problems(docs: &[Value]) -> Vec<String> {
         spec["monitoring"]["disableDefaultQueries"] != true,
         "the exporter's default queries disabled",
     );
+    // ... scraped by the collector through a headless Service of the instances.
+    let metrics = docs.iter().find(|d| {
+        kind(d) == "Service"
+            && namespace(d) == NS
+            && d["spec"]["selector"]["cnpg.io/cluster"] == cname
+            && arr(&d["spec"]["ports"]).iter().any(|p| p["port"] == 9187)
+    });
+    let scraped = metrics.is_some_and(|svc| {
+        let dns = format!("{}.{NS}.svc.cluster.local", name(svc));
+        let configs: Vec<&Value> = docs
+            .iter()
+            .filter(|d| {
+                kind(d) == "ConfigMap"
+                    && namespace(d) == "beacon-observability"
+                    && d["data"].as_object().is_some_and(|m| {
+                        m.values()
+                            .any(|v| v.as_str().is_some_and(|t| t.contains(&dns)))
+                    })
+            })
+            .collect();
+        docs.iter()
+            .filter(|d| kind(d) == "Deployment" && name(d) == "otel-collector")
+            .flat_map(|d| templates(std::slice::from_ref(d)))
+            .any(|t| {
+                let mounted: Vec<&str> = arr(&t.spec["volumes"])
+                    .iter()
+                    .filter(|v| configs.iter().any(|c| v["configMap"]["name"] == name(c)))
+                    .filter_map(|v| v["name"].as_str())
+                    .collect();
+                containers(t.spec).iter().any(|c| {
+                    arr(&c["volumeMounts"]).iter().any(|m| {
+                        mounted.contains(&m["name"].as_str().unwrap_or(""))
+                            && arr(&c["args"]).iter().any(|a| {
+                                a.as_str().is_some_and(|a| {
+                                    a.starts_with(&format!(
+                                        "--config={}/",
+                                        m["mountPath"].as_str().unwrap_or("?")
+                                    ))
+                                })
+                            })
+                    })
+                })
+            })
+    });
+    fail(
+        scraped,
+        "the collector does not scrape the instances' exporter",
+    );
     // Nothing of the base's single server is left.
     for k in ["StatefulSet", "Service", "PodDisruptionBudget"] {
         fail(

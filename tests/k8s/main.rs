@@ -687,6 +687,11 @@ fn prod_postgres_is_the_documented_cloudnativepg_cluster() {
     broken("default queries", &|d| {
         cluster(d)["spec"]["monitoring"]["disableDefaultQueries"] = json!(true)
     });
+    broken("scrape", &|d| {
+        let collector = find_mut(d, "Deployment", "beacon-observability", "otel-collector");
+        collector["spec"]["template"]["spec"]["containers"][0]["args"] =
+            json!(["--config=/etc/otelcol/config.yaml"]);
+    });
     broken("StatefulSet postgres", &|d| {
         let sts = render::dev()
             .into_iter()
