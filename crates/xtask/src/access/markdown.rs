@@ -68,6 +68,7 @@ pub fn render(model: &AccessModel) -> String {
             f.auth.as_deref().unwrap_or("–")
         );
     }
+    super::overlay::render_markdown(model, &mut out);
     let _ = writeln!(
         out,
         "\n## gRPC callers\n\n| server | allowed caller identities |\n| --- | --- |"

@@ -179,6 +179,39 @@ pub fn files(model: &AccessModel) -> Vec<Generated> {
         .collect()
 }
 
+/// docs/ACCESS.md: each overlay's extra flows and the peers they reach.
+pub fn render_markdown(model: &AccessModel, out: &mut String) {
+    use std::fmt::Write as _;
+    let overlays = overlays(model).expect("security/access-model.toml [overlays] is valid");
+    for (name, overlay) in &overlays {
+        let _ = writeln!(
+            out,
+            "\n### In the {name} overlay only\n\n{} Rendered into `k8s/overlays/{name}/networkpolicy.yaml`.\n\n| from | to | port | authentication |\n| --- | --- | --- | --- |",
+            overlay.description
+        );
+        for f in &overlay.flows {
+            let port = overlay.port(model, f).expect("checked");
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} ({port}) | {} |",
+                f.from,
+                f.to,
+                f.port,
+                f.auth.as_deref().unwrap_or("–")
+            );
+        }
+        let _ = writeln!(out, "\n| peer | where | description |\n| --- | --- | --- |");
+        for (peer, p) in &overlay.peers {
+            let place = match (&p.namespace, &p.pod, &p.cidr) {
+                (Some(ns), Some(pod), _) => format!("pods `{pod}` in `{ns}`"),
+                (_, _, Some(cidr)) => format!("`{cidr}`"),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "| {peer} | {place} | {} |", p.description);
+        }
+    }
+}
+
 fn peer(end: &End) -> Peer {
     match end {
         End::Pod { ns, pod, .. } => Peer::Pod {
