@@ -190,15 +190,10 @@ pub fn render_markdown(model: &AccessModel, out: &mut String) {
             overlay.description
         );
         for f in &overlay.flows {
-            let port = overlay.port(model, f).expect("checked");
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} ({port}) | {} |",
-                f.from,
-                f.to,
-                f.port,
-                f.auth.as_deref().unwrap_or("–")
-            );
+            out.push_str(&super::markdown::flow_row(
+                f,
+                overlay.port(model, f).expect("checked"),
+            ));
         }
         let _ = writeln!(out, "\n| peer | where | description |\n| --- | --- | --- |");
         for (peer, p) in &overlay.peers {
