@@ -1,7 +1,8 @@
 //! PostgreSQL's connections in the rendered manifests: the server speaks TLS and takes
 //! scram-sha-256 only (no `trust`, no plaintext TCP), its container does not hold the
 //! administrator password after initialisation, and every client verifies it
-//! (`sslmode=verify-full` with a CA file from a mounted volume).
+//! (`sslmode=verify-full` with a CA file from a mounted volume). Where an operator runs
+//! the server (prod's CloudNativePG Cluster), the server's side is cnpg.rs's.
 
 use serde_json::Value;
 
@@ -79,6 +80,17 @@ pub fn problems(docs: &[Value]) -> Vec<String> {
                 out.push(format!("{o} {cn}: must use the postgres-hba ConfigMap"));
             }
         }
+    }
+    // Where an operator runs the server (prod: CloudNativePG), its Cluster carries the
+    // server's TLS, scram and pg_hba, checked by cnpg.rs; the clients' side stays here.
+    let operator = docs.iter().any(|d| {
+        kind(d) == "Cluster"
+            && d["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("postgresql.cnpg.io/"))
+    });
+    if operator {
+        return out;
     }
     if !server {
         out.push("no StatefulSet/postgres rendered".into());

@@ -5,6 +5,7 @@
 //! there: a check that cannot fail proves nothing.
 
 mod admission;
+mod cnpg;
 mod database;
 mod netpol;
 mod pods;
@@ -47,7 +48,7 @@ fn network_connectivity_equals_the_access_model() {
         assert_none(
             "NetworkPolicies differ from the access model's flows",
             overlay,
-            netpol::differences(&docs, &model),
+            netpol::differences(&docs, &model, overlay == "prod"),
         );
     }
 }
@@ -65,7 +66,7 @@ fn extra_or_missing_flows_are_detected() {
         "metadata": {"name": "oops", "namespace": "beacon-dashboard"},
         "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}}),
     );
-    let diff = netpol::differences(&docs, &model);
+    let diff = netpol::differences(&docs, &model, false);
     assert!(
         diff.iter()
             .any(|d| d.contains("beacon-dashboard/dashboard -> Internet")),
@@ -86,7 +87,7 @@ fn extra_or_missing_flows_are_detected() {
         .as_array_mut()
         .unwrap()
         .push(json!({"to": [{"namespaceSelector": {}}]}));
-    let diff = netpol::differences(&docs, &model);
+    let diff = netpol::differences(&docs, &model, false);
     assert!(
         diff.iter()
             .any(|d| d.contains("beacon-dashboard/dashboard -> beacon-data/postgres TCP/5432")),
@@ -100,7 +101,7 @@ fn extra_or_missing_flows_are_detected() {
         .as_object_mut()
         .unwrap()
         .remove("to");
-    let diff = netpol::differences(&docs, &model);
+    let diff = netpol::differences(&docs, &model, false);
     assert!(
         diff.iter()
             .any(|d| d.contains("beacon-api/api -> Internet UDP/53")),
@@ -115,7 +116,7 @@ fn extra_or_missing_flows_are_detected() {
     an["spec"]["ingress"][0]["from"] = json!([
         {"namespaceSelector": {}},
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "api"}}}]);
-    let diff = netpol::differences(&docs, &model);
+    let diff = netpol::differences(&docs, &model, false);
     assert!(
         diff.iter()
             .any(|d| d.contains("ForeignPod -> beacon-analytics/analytics TCP/50051")),
@@ -130,7 +131,7 @@ fn extra_or_missing_flows_are_detected() {
         .as_object_mut()
         .unwrap()
         .remove("namespaceSelector");
-    let diff = netpol::differences(&docs, &model);
+    let diff = netpol::differences(&docs, &model, false);
     assert!(
         diff.iter()
             .any(|d| d.contains("blocked: beacon-api/api -> beacon-analytics/analytics")),
@@ -141,7 +142,7 @@ fn extra_or_missing_flows_are_detected() {
     let mut docs = base.clone();
     let an = find_mut(&mut docs, "NetworkPolicy", "beacon-analytics", "analytics");
     an["spec"]["ingress"].as_array_mut().unwrap().remove(0);
-    let diff = netpol::differences(&docs, &model);
+    let diff = netpol::differences(&docs, &model, false);
     assert!(
         diff.iter().any(|d| d
             == "in the model but blocked: beacon-api/api -> beacon-analytics/analytics TCP/50051"),
@@ -155,7 +156,7 @@ fn extra_or_missing_flows_are_detected() {
         .as_object_mut()
         .unwrap()
         .remove("from");
-    let diff = netpol::differences(&docs, &model);
+    let diff = netpol::differences(&docs, &model, false);
     assert!(
         diff.iter().any(|d| d
             == "allowed but not in the model: Internet -> beacon-dashboard/dashboard TCP/9080"),
@@ -173,7 +174,7 @@ fn extra_or_missing_flows_are_detected() {
             "ingress": [{"from": [{"ipBlock": {"cidr": "172.16.0.0/12"}}],
                 "ports": [{"protocol": "TCP", "port": 9080}]}]}}),
     );
-    let diff = netpol::differences(&docs, &model);
+    let diff = netpol::differences(&docs, &model, false);
     assert!(
         diff.iter()
             .any(|d| d
@@ -219,8 +220,8 @@ fn a_new_flow_opens_exactly_one_connection() {
         before.difference(&after).collect::<Vec<_>>()
     );
     assert!(before.is_subset(&after));
-    assert!(netpol::differences(&docs, &new).is_empty());
-    assert!(!netpol::differences(&docs, &old).is_empty());
+    assert!(netpol::differences(&docs, &new, true).is_empty());
+    assert!(!netpol::differences(&docs, &old, true).is_empty());
 }
 
 // ------------------------------------------------------------------ RBAC
@@ -798,7 +799,8 @@ fn postgres_takes_scram_over_tls_only_and_every_client_verifies_it() {
 
 #[test]
 fn weaker_database_connections_are_detected() {
-    let base = render::prod();
+    // dev: the StatefulSet server (prod's operator-run server is checked by cnpg.rs).
+    let base = render::dev();
     let check = |what: &str, f: &dyn Fn(&mut [Value])| {
         let mut docs = base.clone();
         f(&mut docs);
@@ -1086,4 +1088,194 @@ fn every_image_names_its_registry_and_dev_uses_the_local_one() {
     }
     assert_eq!(registry("beacon/api:dev"), None);
     assert_eq!(registry("postgres:17"), None);
+}
+
+// ------------------------------------------------------- prod data tier (CloudNativePG)
+
+#[test]
+fn prod_postgres_is_the_documented_cloudnativepg_cluster() {
+    let docs = render::prod();
+    assert_none("PostgreSQL", "prod", cnpg::cluster_problems(&docs));
+    assert!(
+        cnpg::cluster(&render::dev()).is_none(),
+        "dev keeps the StatefulSet"
+    );
+
+    // Each promise broken on a copy must be reported.
+    let broken = |what: &str, f: &dyn Fn(&mut Vec<Value>)| {
+        let mut docs = docs.clone();
+        f(&mut docs);
+        let p = cnpg::cluster_problems(&docs);
+        assert!(p.iter().any(|x| x.contains(what)), "{what}: {p:?}");
+    };
+    fn cluster(docs: &mut [Value]) -> &mut Value {
+        find_mut(docs, "Cluster", cnpg::NS, "postgres")
+    }
+    broken("not 3 instances", &|d| {
+        cluster(d)["spec"]["instances"] = json!(1)
+    });
+    broken("distinct nodes", &|d| {
+        cluster(d)["spec"]["affinity"]["podAntiAffinityType"] = json!("preferred")
+    });
+    broken("plain-text connections", &|d| {
+        cluster(d)["spec"]["postgresql"]["pg_hba"]
+            .as_array_mut()
+            .unwrap()
+            .remove(0);
+    });
+    broken("trust, md5", &|d| {
+        cluster(d)["spec"]["postgresql"]["pg_hba"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("host all all 10.0.0.0/8 md5"));
+    });
+    broken("password_encryption", &|d| {
+        cluster(d)["spec"]["postgresql"]["parameters"]["password_encryption"] = json!("md5")
+    });
+    broken("beacon-internal-ca", &|d| {
+        find_mut(d, "Certificate", cnpg::NS, "postgres-server")["spec"]["issuerRef"]["name"] =
+            json!("selfsigned")
+    });
+    broken("lacks postgres-ro", &|d| {
+        find_mut(d, "Certificate", cnpg::NS, "postgres-server")["spec"]["dnsNames"] =
+            json!(["postgres-rw.beacon-data.svc"])
+    });
+    broken("WAL archiving", &|d| {
+        cluster(d)["spec"]["plugins"] = json!([])
+    });
+    broken("ScheduledBackup", &|d| {
+        find_mut(d, "ScheduledBackup", cnpg::NS, "postgres-daily")["spec"]["suspend"] = json!(true)
+    });
+    broken("PodDisruptionBudgets", &|d| {
+        cluster(d)["spec"]["enablePDB"] = json!(false)
+    });
+    broken("default queries", &|d| {
+        cluster(d)["spec"]["monitoring"]["disableDefaultQueries"] = json!(true)
+    });
+    broken("scrape", &|d| {
+        let collector = find_mut(d, "Deployment", "beacon-observability", "otel-collector");
+        collector["spec"]["template"]["spec"]["containers"][0]["args"] =
+            json!(["--config=/etc/otelcol/config.yaml"]);
+    });
+    broken("StatefulSet postgres", &|d| {
+        let sts = render::dev()
+            .into_iter()
+            .find(|x| kind(x) == "StatefulSet" && name(x) == "postgres")
+            .unwrap();
+        d.push(sts);
+    });
+}
+
+#[test]
+fn prod_writers_use_the_primary_and_analytics_the_replicas() {
+    let docs = render::prod();
+    assert_none("database endpoints", "prod", cnpg::endpoint_problems(&docs));
+    let mut docs = docs.clone();
+    let analytics = find_mut(&mut docs, "Deployment", "beacon-analytics", "analytics");
+    for e in analytics["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if e["name"] == "DATABASE_HOST" {
+            e["value"] = json!("postgres-rw.beacon-data.svc");
+        }
+    }
+    let p = cnpg::endpoint_problems(&docs);
+    assert!(
+        p.iter()
+            .any(|x| x.contains("(analytics) connects to postgres-rw")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn prod_quota_holds_the_cluster() {
+    let docs = render::prod();
+    assert_none("beacon-data quota", "prod", cnpg::quota_problems(&docs));
+    let mut docs = docs.clone();
+    find_mut(&mut docs, "Cluster", cnpg::NS, "postgres")["spec"]["instances"] = json!(5);
+    let p = cnpg::quota_problems(&docs);
+    assert!(p.iter().any(|x| x.starts_with("limits.memory")), "{p:?}");
+    assert!(p.iter().any(|x| x.contains("volumes needed")), "{p:?}");
+}
+
+/// The operator's flows, one by one, and nothing more: replication between instances,
+/// the operator to the instances, backups out, the webhook in; never PostgreSQL from
+/// anywhere else.
+#[test]
+fn prod_operator_flows_are_open_and_nothing_else() {
+    use netpol::Ep;
+    let docs = render::prod();
+    let net = netpol::Network::from_docs(&docs);
+    let pg = Ep::Pod("beacon-data".into(), "postgres".into());
+    let operator = Ep::Platform("cnpg-system".into(), "cloudnative-pg".into());
+    let dashboard = Ep::Pod("beacon-dashboard".into(), "dashboard".into());
+    for port in [5432, 8000] {
+        assert!(
+            net.allowed(&pg, &pg, "TCP", port),
+            "instance -> instance {port}"
+        );
+        assert!(
+            net.allowed(&operator, &pg, "TCP", port),
+            "operator -> {port}"
+        );
+    }
+    assert!(net.allowed(&pg, &Ep::Internet, "TCP", 443), "backups out");
+    assert!(net.allowed(&Ep::Node, &operator, "TCP", 9443), "webhook");
+    assert!(
+        !net.allowed(&Ep::Internet, &operator, "TCP", 8080),
+        "operator metrics"
+    );
+    for (src, port) in [
+        (&Ep::Internet, 5432),
+        (&Ep::ForeignPod, 5432),
+        (&dashboard, 5432),
+        (&operator, 9187),
+        (&Ep::ForeignPod, 8000),
+    ] {
+        assert!(
+            !net.allowed(src, &pg, "TCP", port),
+            "{src} -> postgres {port}"
+        );
+    }
+    assert!(
+        !net.allowed(&pg, &Ep::Internet, "TCP", 5432),
+        "postgres out on 5432"
+    );
+
+    // Without the overlay's policy, replication and the operator are blocked.
+    let mut docs = docs.clone();
+    docs.retain(|d| !(kind(d) == "NetworkPolicy" && name(d) == "postgres-prod"));
+    let diff = netpol::differences(&docs, &model(), true);
+    assert!(
+        diff.iter().any(|d| d
+            == "in the model but blocked: cnpg-system/cloudnative-pg -> beacon-data/postgres TCP/8000"),
+        "{diff:?}"
+    );
+}
+
+/// network-config-analyzer sees the operator's pods through k8s/nca/prod-stand-ins.yaml:
+/// their labels must be what the Cluster and the model give the real ones.
+#[test]
+fn nca_stand_ins_match_the_cluster_and_the_model() {
+    let docs = render::prod();
+    let c = cnpg::cluster(&docs).expect("a Cluster");
+    let text = std::fs::read_to_string(render::root().join("k8s/nca/prod-stand-ins.yaml")).unwrap();
+    let stand_ins = render::parse(&text);
+    let pod = |ns: &str| {
+        stand_ins
+            .iter()
+            .find(|d| kind(d) == "Pod" && namespace(d) == ns)
+            .unwrap_or_else(|| panic!("no stand-in pod in {ns}"))
+    };
+    let mut labels = c["spec"]["inheritedMetadata"]["labels"].clone();
+    labels["cnpg.io/cluster"] = json!(name(c));
+    labels["cnpg.io/podRole"] = json!("instance");
+    assert_eq!(pod(cnpg::NS)["metadata"]["labels"], labels);
+    let prod = xtask::access::overlay::overlay(&model(), "prod").unwrap();
+    let operator = &prod.peers["cnpg-operator"];
+    assert_eq!(
+        pod(operator.namespace.as_deref().unwrap())["metadata"]["labels"]["app.kubernetes.io/name"],
+        json!(operator.pod.as_deref().unwrap())
+    );
 }

@@ -17,6 +17,9 @@ const NAME: &str = "app.kubernetes.io/name";
 pub enum Ep {
     /// A Beacon pod, by namespace and `app.kubernetes.io/name`.
     Pod(String, String),
+    /// A platform pod that an overlay's flows name (the PostgreSQL operator in prod),
+    /// present when a rendered policy lives in its namespace.
+    Platform(String, String),
     /// An address on the internet (203.0.113.7).
     Internet,
     /// A pod in a namespace that is not Beacon's (default/other).
@@ -30,7 +33,7 @@ pub enum Ep {
 impl std::fmt::Display for Ep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Ep::Pod(ns, n) => write!(f, "{ns}/{n}"),
+            Ep::Pod(ns, n) | Ep::Platform(ns, n) => write!(f, "{ns}/{n}"),
             other => write!(f, "{other:?}"),
         }
     }
@@ -148,6 +151,60 @@ impl Network {
                     ports,
                     ip: [10, 244, 1, 10 + i as u8],
                 });
+        }
+        // CloudNativePG Clusters: their instance pods carry the Cluster's inherited labels.
+        for (i, d) in docs
+            .iter()
+            .filter(|d| kind(d) == "Cluster" && d["apiVersion"] == "postgresql.cnpg.io/v1")
+            .enumerate()
+        {
+            let mut labels = labels_of(&d["spec"]["inheritedMetadata"]["labels"]);
+            labels.insert("cnpg.io/cluster".into(), name(d).into());
+            labels.insert("cnpg.io/podRole".into(), "instance".into());
+            let pod_name = labels
+                .get(NAME)
+                .cloned()
+                .unwrap_or_else(|| panic!("Cluster {} has no {NAME} label", name(d)));
+            let ports = [("postgresql", 5432), ("status", 8000), ("metrics", 9187)]
+                .map(|(n, p)| (n.to_owned(), p))
+                .into();
+            pods.insert(
+                Ep::Pod(namespace(d).to_owned(), pod_name),
+                PodInfo {
+                    ns: namespace(d).to_owned(),
+                    labels,
+                    ports,
+                    ip: [10, 244, 3, 10 + i as u8],
+                },
+            );
+        }
+        // Platform pods named by the model's overlays, where a policy puts rules on them.
+        let overlays = xtask::access::overlay::overlays(&AccessModel::load()).unwrap();
+        let mut i = 0;
+        for peer in overlays.values().flat_map(|o| o.peers.values()) {
+            let (Some(ns), Some(pod)) = (&peer.namespace, &peer.pod) else {
+                continue;
+            };
+            if !docs
+                .iter()
+                .any(|d| kind(d) == "NetworkPolicy" && namespace(d) == ns)
+            {
+                continue;
+            }
+            ns_labels.insert(
+                ns.clone(),
+                [("kubernetes.io/metadata.name".to_owned(), ns.clone())].into(),
+            );
+            pods.insert(
+                Ep::Platform(ns.clone(), pod.clone()),
+                PodInfo {
+                    ns: ns.clone(),
+                    labels: [(NAME.to_owned(), pod.clone())].into(),
+                    ports: BTreeMap::new(),
+                    ip: [10, 244, 4, 10 + i],
+                },
+            );
+            i += 1;
         }
         pods.insert(
             Ep::ForeignPod,
@@ -294,6 +351,14 @@ impl Network {
             && self.direction_allows(dst, src, dst, "Ingress", proto, port)
     }
 
+    pub fn platform_pods(&self) -> Vec<Ep> {
+        self.pods
+            .keys()
+            .filter(|e| matches!(e, Ep::Platform(..)))
+            .cloned()
+            .collect()
+    }
+
     pub fn beacon_pods(&self) -> Vec<Ep> {
         self.pods
             .keys()
@@ -325,7 +390,11 @@ impl Network {
         let mut out = BTreeSet::new();
         for src in &all {
             for dst in &all {
-                if src == dst || !(matches!(src, Ep::Pod(..)) || matches!(dst, Ep::Pod(..))) {
+                // Connections of Beacon pods, and into the platform pods that the model's
+                // overlays put policies on (what leaves those is the platform's).
+                let ours =
+                    matches!(src, Ep::Pod(..)) || matches!(dst, Ep::Pod(..) | Ep::Platform(..));
+                if src == dst || !ours {
                     continue;
                 }
                 for proto in ["TCP", "UDP"] {
@@ -349,17 +418,20 @@ fn component_pod(model: &AccessModel, component: &str) -> Ep {
     )
 }
 
+/// Every endpoint that is neither a Beacon pod nor a platform pod the model names.
+const ELSEWHERE: [Ep; 4] = [Ep::Internet, Ep::ForeignPod, Ep::KubeDns, Ep::Node];
+
 /// What the model says must be reachable: its [[flows]] (in-pod loopback flows excluded:
-/// they never touch the network) and DNS to kube-dns for every Beacon pod. Both overlays
-/// allow exactly this: nothing is opened to the nodes (kind >= 0.28 lets kubelet probes
-/// through a default deny).
-pub fn expected(model: &AccessModel, pods: &[Ep]) -> BTreeSet<Conn> {
+/// they never touch the network), DNS to kube-dns for every Beacon pod, and in prod the
+/// prod overlay's flows ([overlays.prod]). Nothing is opened to the nodes in either
+/// overlay (kind >= 0.28 lets kubelet probes through a default deny).
+pub fn expected(model: &AccessModel, pods: &[Ep], platform: &[Ep], prod: bool) -> BTreeSet<Conn> {
     let mut out = BTreeSet::new();
     for f in &model.flows {
         let to = component_pod(model, &f.to);
         let port = model.components[&f.to].ports[&f.port];
         let froms = if f.from == "internet" {
-            vec![Ep::Internet, Ep::ForeignPod, Ep::KubeDns, Ep::Node]
+            ELSEWHERE.iter().chain(platform).cloned().collect()
         } else {
             vec![component_pod(model, &f.from)]
         };
@@ -374,15 +446,42 @@ pub fn expected(model: &AccessModel, pods: &[Ep]) -> BTreeSet<Conn> {
             out.insert((p.clone(), Ep::KubeDns, proto.into(), 53));
         }
     }
+    if prod && let Some(overlay) = xtask::access::overlay::overlay(model, "prod") {
+        use xtask::access::overlay::End;
+        let eps = |name: &str| match overlay.end(model, name).expect("a valid overlay") {
+            End::Pod {
+                ns,
+                pod,
+                product: true,
+            } => vec![Ep::Pod(ns, pod)],
+            End::Pod {
+                ns,
+                pod,
+                product: false,
+            } => vec![Ep::Platform(ns, pod)],
+            End::Cidr(_) => ELSEWHERE.to_vec(),
+        };
+        for f in &overlay.flows {
+            let port = overlay.port(model, f).expect("a valid overlay");
+            for from in eps(&f.from) {
+                for to in eps(&f.to) {
+                    if from != to {
+                        out.insert((from.clone(), to, "TCP".into(), port));
+                    }
+                }
+            }
+        }
+    }
     out
 }
 
 /// Empty when the rendered policies allow exactly the model's flows; otherwise each
 /// extra and missing connection, one per line.
-pub fn differences(docs: &[Value], model: &AccessModel) -> Vec<String> {
+/// `prod`: the docs are the prod overlay's, so its `[overlays.prod]` flows are expected.
+pub fn differences(docs: &[Value], model: &AccessModel, prod: bool) -> Vec<String> {
     let net = Network::from_docs(docs);
     let actual = net.connectivity(model);
-    let expected = expected(model, &net.beacon_pods());
+    let expected = expected(model, &net.beacon_pods(), &net.platform_pods(), prod);
     let fmt = |c: &Conn| format!("{} -> {} {}/{}", c.0, c.1, c.2, c.3);
     let mut out: Vec<String> = actual
         .difference(&expected)

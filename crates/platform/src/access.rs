@@ -26,6 +26,12 @@ pub struct AccessModel {
     pub database: Database,
     pub api: Api,
     pub kubernetes: Kubernetes,
+    /// Flows that exist in one overlay only (`[overlays.<name>]`, e.g. prod's PostgreSQL
+    /// operator), with the peers outside the product they involve. Read and checked by
+    /// `cargo xtask access` (crates/xtask/src/access/overlay.rs), which renders them into
+    /// that overlay; kept as TOML here so the services need not know them.
+    #[serde(default)]
+    pub overlays: toml::Table,
 }
 
 fn beacon() -> String {

@@ -98,13 +98,15 @@ fn pods_in<'a>(model: &'a AccessModel, ns: &str) -> Vec<&'a str> {
 
 /// Where a flow ends or starts, seen from a policy in namespace `here`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Peer {
+pub(super) enum Peer {
     /// Anything: the internet, and every pod.
     Anywhere,
     Pod {
         ns: String,
         pod: String,
     },
+    /// An address range outside the cluster's pods (an overlay's peer, [`super::overlay`]).
+    Cidr(String),
 }
 
 impl Peer {
@@ -124,6 +126,7 @@ impl Peer {
     fn yaml(&self, here: &str) -> String {
         match self {
             Self::Anywhere => String::new(),
+            Self::Cidr(cidr) => format!("    - ipBlock:\n        cidr: {cidr}\n"),
             Self::Pod { ns, pod } if ns == here => {
                 format!("    - podSelector:\n        matchLabels:\n          {NAME}: {pod}\n")
             }
@@ -135,7 +138,7 @@ impl Peer {
 }
 
 /// One rule of a policy: peers, ports, and the flows it carries (for the comment).
-struct Rule {
+pub(super) struct Rule {
     peers: Vec<Peer>,
     ports: Vec<u16>,
     flows: Vec<String>,
@@ -143,7 +146,7 @@ struct Rule {
 
 /// Flows grouped into rules: first one entry per peer with all of its ports, then peers
 /// with the same ports merged into one rule. Order follows the model's flows.
-fn rules(entries: Vec<(Peer, u16, String)>) -> Vec<Rule> {
+pub(super) fn rules(entries: Vec<(Peer, u16, String)>) -> Vec<Rule> {
     let mut per_peer: Vec<Rule> = Vec::new();
     for (peer, port, flow) in entries {
         match per_peer.iter_mut().find(|r| r.peers[0] == peer) {
@@ -205,7 +208,13 @@ fn flow_comment(model: &AccessModel, f: &Flow) -> String {
     s
 }
 
-fn write_rules(out: &mut String, key: &str, peers_key: &str, here: &str, rules: &[Rule]) {
+pub(super) fn write_rules(
+    out: &mut String,
+    key: &str,
+    peers_key: &str,
+    here: &str,
+    rules: &[Rule],
+) {
     if rules.is_empty() {
         let _ = writeln!(out, "  {key}: [] # no flow of the model");
         return;
@@ -229,7 +238,7 @@ fn write_rules(out: &mut String, key: &str, peers_key: &str, here: &str, rules: 
 }
 
 /// A NetworkPolicy up to its rules, selecting the pods named `pod`.
-fn policy_head(
+pub(super) fn policy_head(
     out: &mut String,
     model: &AccessModel,
     name: &str,

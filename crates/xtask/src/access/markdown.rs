@@ -58,16 +58,9 @@ pub fn render(model: &AccessModel) -> String {
         "\n## Network flows (everything else is denied)\n\n| from | to | port | authentication |\n| --- | --- | --- | --- |"
     );
     for f in &model.flows {
-        let port = model.components[&f.to].ports[&f.port];
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} ({port}) | {} |",
-            f.from,
-            f.to,
-            f.port,
-            f.auth.as_deref().unwrap_or("–")
-        );
+        out.push_str(&flow_row(f, model.components[&f.to].ports[&f.port]));
     }
+    super::overlay::render_markdown(model, &mut out);
     let _ = writeln!(
         out,
         "\n## gRPC callers\n\n| server | allowed caller identities |\n| --- | --- |"
@@ -160,6 +153,17 @@ pub fn render(model: &AccessModel) -> String {
 
 /// The API permission matrix: every route, the scope it needs, and which personas
 /// hold that scope.
+/// A row of a flows table: from, to, port, authentication.
+pub(super) fn flow_row(f: &platform::access::Flow, port: u16) -> String {
+    format!(
+        "| {} | {} | {} ({port}) | {} |\n",
+        f.from,
+        f.to,
+        f.port,
+        f.auth.as_deref().unwrap_or("–")
+    )
+}
+
 fn render_api(model: &AccessModel, out: &mut String) {
     let personas: Vec<&String> = model
         .personas

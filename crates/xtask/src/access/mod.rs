@@ -16,6 +16,7 @@ pub mod diff;
 pub mod images;
 pub mod kube;
 pub mod markdown;
+pub mod overlay;
 pub mod sql;
 
 use std::path::{Path, PathBuf};
@@ -107,6 +108,7 @@ pub fn generated(model: &AccessModel) -> Vec<Generated> {
     let mut out = vec![Generated::new("docs/ACCESS.md", markdown::render(model))];
     out.extend(sql::files(model));
     out.extend(kube::files(model));
+    out.extend(overlay::files(model));
     out.extend(images::files(model));
     out
 }
