@@ -10,6 +10,8 @@
 //! connectivity, crates/db/tests/access_model.rs tries every privilege on a live
 //! database). A bug here therefore shows up as a failing test, not as a silent hole.
 
+pub mod allow;
+pub mod crate_docs;
 pub mod diff;
 pub mod images;
 pub mod kube;
@@ -35,6 +37,8 @@ pub enum Action {
         /// The revision to compare with (a branch, tag or commit).
         rev: String,
     },
+    /// Add one network flow to the model (FROM TO[:PORT]) and render.
+    Allow(allow::Options),
 }
 
 pub fn run(action: Action) -> anyhow::Result<()> {
@@ -54,6 +58,16 @@ pub fn run(action: Action) -> anyhow::Result<()> {
                 generated(&model).len(),
                 wrote.len()
             );
+            Ok(())
+        }
+        Action::Allow(options) => {
+            for path in allow::allow(&root, &options)? {
+                println!(
+                    "wrote {}",
+                    path.strip_prefix(&root).unwrap_or(&path).display()
+                );
+            }
+            println!("next: cargo xtask access diff HEAD, refresh k8s/nca (k8s/nca/README.md)");
             Ok(())
         }
         Action::Diff { rev } => {
@@ -102,10 +116,17 @@ pub fn generated(model: &AccessModel) -> Vec<Generated> {
     out
 }
 
+/// [`generated`], and the crates' READMEs with their generated part ([`crate_docs`]).
+fn with_crate_docs(root: &Path, model: &AccessModel) -> Vec<Generated> {
+    let mut out = generated(model);
+    out.extend(crate_docs::files(root, model));
+    out
+}
+
 /// Writes every generated file under `root` whose contents changed; returns their paths.
 pub fn render(root: &Path, model: &AccessModel) -> anyhow::Result<Vec<PathBuf>> {
     let mut wrote = Vec::new();
-    for file in generated(model) {
+    for file in with_crate_docs(root, model) {
         let path = root.join(&file.path);
         if std::fs::read_to_string(&path).ok().as_deref() == Some(file.contents.as_str()) {
             continue;
@@ -122,7 +143,7 @@ pub fn render(root: &Path, model: &AccessModel) -> anyhow::Result<Vec<PathBuf>> 
 
 /// The generated files under `root` that are missing or differ from the model's.
 pub fn stale(root: &Path, model: &AccessModel) -> Vec<String> {
-    generated(model)
+    with_crate_docs(root, model)
         .into_iter()
         .filter(|f| {
             std::fs::read_to_string(root.join(&f.path)).ok().as_deref() != Some(&f.contents)
@@ -140,6 +161,19 @@ pub fn check(root: &Path, model: &AccessModel) -> anyhow::Result<()> {
         stale.join("\n  ")
     );
     Ok(())
+}
+
+/// The product's name as people write it (`beacon` → `Beacon`).
+pub fn display_name(model: &AccessModel) -> String {
+    capitalized(&model.product)
+}
+
+/// `word` with its first letter in upper case.
+pub fn capitalized(word: &str) -> String {
+    let mut c = word.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
 }
 
 /// The generated-file header in a language whose line comments start with `marker`.
