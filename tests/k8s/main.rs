@@ -183,15 +183,21 @@ fn extra_or_missing_flows_are_detected() {
     );
 }
 
-/// A flow added to the model, rendered by the generator, opens exactly one connection
-/// as computed by this crate's own evaluator: the generator adds nothing else.
+/// A flow added to the model (as `cargo xtask access allow dashboard analytics` adds it),
+/// rendered by the generator, opens exactly one connection as computed by this crate's
+/// own evaluator: the generator adds nothing else.
 #[test]
 fn a_new_flow_opens_exactly_one_connection() {
     let old = model();
-    let text = format!(
-        "{}\n[[flows]]\nfrom = \"dashboard\"\nto = \"analytics\"\nport = \"grpc\"\n",
-        platform::access::MODEL_TOML
-    );
+    let text = xtask::access::allow::with_flow(
+        platform::access::MODEL_TOML,
+        &xtask::access::allow::Options {
+            from: "dashboard".into(),
+            to: "analytics".into(),
+            auth: None,
+        },
+    )
+    .unwrap();
     let new = AccessModel::parse(&text).unwrap();
     // The rendered overlay with each namespace's generated policies re-rendered from
     // the new model (the baseline's default deny and DNS stay as rendered).

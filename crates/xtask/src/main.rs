@@ -31,9 +31,19 @@ enum Cmd {
         #[command(subcommand)]
         action: Option<xtask::access::Action>,
     },
-    /// Scaffold a new HTTP service: crate, access-model entries, Kubernetes base, overlays,
-    /// and the generated layers.
+    /// Scaffold a new service (HTTP, gRPC or worker; optionally with its own database
+    /// role and schema): crate, access-model entries, Kubernetes base, overlays, and the
+    /// generated layers.
     NewService(xtask::new_service::Options),
+    /// Rename the product (namespaces, trust domain, database and roles, images, cookies,
+    /// token issuer and audience, docs) in this working tree.
+    NewProduct(xtask::new_product::Options),
+    /// Recompute the network-config-analyzer snapshots in k8s/nca/ (needs kubectl and nca).
+    Nca {
+        /// Fail when a snapshot differs instead of writing it.
+        #[arg(long)]
+        check: bool,
+    },
     /// Fill the git-ignored k8s/overlays/dev/secrets/ (certificates, token keys, passwords)
     /// for the Kubernetes dev overlay. Existing files are kept.
     Secrets,
@@ -189,6 +199,22 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             xtask::seed::seed_running(&mut owner, &api, &ingest, demo.trim()).await
         }
         Cmd::Access { action } => xtask::access::run(action.unwrap_or_default()),
+        Cmd::Nca { check } => {
+            let changed = xtask::nca::run(&xtask::up::workspace_root(), check)?;
+            if changed.is_empty() {
+                println!("k8s/nca: connectivity as reviewed");
+            }
+            for path in changed {
+                println!("wrote {path} (review the diff)");
+            }
+            Ok(())
+        }
+        Cmd::NewProduct(options) => {
+            let root = xtask::up::workspace_root();
+            let report = xtask::new_product::rename(&root, &options)?;
+            println!("{report}");
+            Ok(())
+        }
         Cmd::NewService(options) => {
             let root = xtask::up::workspace_root();
             for path in xtask::new_service::scaffold(&root, &options)? {
@@ -199,7 +225,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             }
             println!(
                 "next: cargo build (adds the crate to Cargo.lock), cargo xtask access diff HEAD, \
-                 refresh k8s/nca (k8s/nca/README.md)"
+                 cargo xtask nca (review the connectivity snapshots' diff)"
             );
             Ok(())
         }

@@ -84,6 +84,41 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The password files come from the generated `db::LOGIN_ROLES`; the two hand-kept
+    /// lists that name them again (the dev overlay's `db-role-passwords` Secret and the
+    /// bootstrap Job's `<ROLE>_PASSWORD_FILE` variables, which `new-service --database`
+    /// extends) must name exactly the same roles.
+    #[test]
+    fn every_list_of_role_passwords_is_the_models() {
+        let root = crate::up::workspace_root();
+        let mut roles: Vec<&str> = db::LOGIN_ROLES.to_vec();
+        roles.sort_unstable();
+        let files = super::password_files();
+        for role in &roles {
+            assert!(files.contains(&format!("{role}.password")), "{role}");
+        }
+        let dev =
+            std::fs::read_to_string(root.join("k8s/overlays/dev/kustomization.yaml")).unwrap();
+        let block = dev.split("- name: db-role-passwords").nth(1).unwrap();
+        let block = block.split("  - name:").next().unwrap();
+        let mut listed: Vec<&str> = block
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- "))
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(listed, roles, "k8s/overlays/dev db-role-passwords");
+        let jobs = std::fs::read_to_string(root.join("k8s/base/data/jobs.yaml")).unwrap();
+        let mut variables: Vec<String> = jobs
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- name: "))
+            .filter(|v| v.ends_with("_PASSWORD_FILE") && !v.starts_with("DATABASE_"))
+            .map(|v| v.trim_end_matches("_PASSWORD_FILE").to_lowercase())
+            .collect();
+        variables.sort_unstable();
+        assert_eq!(variables, roles, "k8s/base/data/jobs.yaml bootstrap");
+    }
+
     fn tempfile_dir() -> std::path::PathBuf {
         std::env::temp_dir().join(format!("beacon-secrets-{}", uuid::Uuid::new_v4()))
     }

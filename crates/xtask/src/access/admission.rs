@@ -120,9 +120,10 @@ fn binding(model: &AccessModel, name: &str, namespaces: &[String], param_ref: &s
 
 /// `transform-job`: Jobs equal to the transform's, for the narrowed groups.
 pub fn transform_jobs(model: &AccessModel) -> String {
-    const NAME: &str = "beacon-analyst-jobs";
+    let name = format!("{}-analyst-jobs", model.product);
+    let name = name.as_str();
     let (groups, namespaces) = narrowed(model, ADMISSION_TRANSFORM_JOB);
-    let mut policy = policy_head(model, NAME, "batch", &["jobs"]);
+    let mut policy = policy_head(model, name, "batch", &["jobs"]);
     let _ = write!(
         policy,
         "  paramKind:
@@ -173,7 +174,7 @@ pub fn transform_jobs(model: &AccessModel) -> String {
     parameterNotFoundAction: Deny
 "
     );
-    let bind = binding(model, NAME, &namespaces, &param_ref);
+    let bind = binding(model, name, &namespaces, &param_ref);
     yaml_file(
         &format!(
             "People may create Jobs in {ns} only to run the transform on demand:
@@ -196,10 +197,11 @@ The expressions are evaluated by tests/k8s (CEL) against the hijacking Jobs.",
 /// `restart-and-scale`: Deployments and StatefulSets keep their pod, for the narrowed
 /// groups, in the protected namespaces.
 pub fn workload_changes(model: &AccessModel) -> String {
-    const NAME: &str = "beacon-workload-changes";
+    let name = format!("{}-workload-changes", model.product);
+    let name = name.as_str();
     let (groups, _) = narrowed(model, ADMISSION_RESTART_AND_SCALE);
     let namespaces = &model.kubernetes.protected_namespaces;
-    let mut policy = policy_head(model, NAME, "apps", &["deployments", "statefulsets"]);
+    let mut policy = policy_head(model, name, "apps", &["deployments", "statefulsets"]);
     let _ = write!(
         policy,
         "  matchConditions:
@@ -241,7 +243,7 @@ pub fn workload_changes(model: &AccessModel) -> String {
 ",
         groups = in_groups(&groups),
     );
-    let bind = binding(model, NAME, namespaces, "");
+    let bind = binding(model, name, namespaces, "");
     yaml_file(
         &format!(
             "Where signing keys or database credentials live ([kubernetes] protected_namespaces),

@@ -489,80 +489,8 @@ fn readme(model: &AccessModel, ns: &str) -> String {
         super::GENERATED,
         super::CHECKED
     );
-    let port_of = |f: &Flow| model.components[&f.to].ports[&f.port];
-    for (name, c) in model.components.iter().filter(|(_, c)| c.namespace == ns) {
-        let _ = writeln!(out, "\n## {name}\n");
-        if let Some(d) = &c.description {
-            let _ = writeln!(out, "{d}\n");
-        }
-        let _ = writeln!(
-            out,
-            "- identity: `{}` (service account `{}`){}",
-            model.spiffe_id(name).unwrap_or_default(),
-            c.service_account,
-            c.image
-                .as_ref()
-                .map(|i| format!(", image `{}/{i}`", model.product))
-                .unwrap_or_default()
-        );
-        if !c.ports.is_empty() {
-            let ports: Vec<String> = c.ports.iter().map(|(p, n)| format!("{p} {n}")).collect();
-            let _ = writeln!(
-                out,
-                "- listens: {}{}",
-                ports.join(", "),
-                if c.loopback_only {
-                    " (loopback only)"
-                } else {
-                    ""
-                }
-            );
-        }
-        let inbound: Vec<String> = model
-            .flows
-            .iter()
-            .filter(|f| &f.to == name)
-            .map(|f| {
-                let auth = f
-                    .auth
-                    .as_deref()
-                    .map(|a| format!(": {a}"))
-                    .unwrap_or_default();
-                format!("{} on {} ({}){auth}", f.from, f.port, port_of(f))
-            })
-            .collect();
-        let outbound: Vec<String> = model
-            .flows
-            .iter()
-            .filter(|f| &f.from == name)
-            .map(|f| format!("{} {} ({})", f.to, f.port, port_of(f)))
-            .collect();
-        for (what, list) in [("reached by", inbound), ("reaches", outbound)] {
-            let text = if list.is_empty() {
-                "nothing".to_owned()
-            } else {
-                list.join("; ")
-            };
-            let _ = writeln!(out, "- {what}: {text}");
-        }
-        if let Some(callers) = model.grpc.get(name) {
-            let _ = writeln!(
-                out,
-                "- accepts gRPC calls from: {}",
-                callers.allowed_callers.join(", ")
-            );
-        }
-        if let Some(role) = &c.db_role {
-            let spec = &model.database.roles[role];
-            let mut grants: Vec<String> = model
-                .database
-                .tables
-                .iter()
-                .filter_map(|t| spec.grants.get(t).map(|p| format!("{} {t}", p.join(", "))))
-                .collect();
-            grants.extend(spec.functions.iter().map(|f| format!("EXECUTE {f}")));
-            let _ = writeln!(out, "- database role `{role}`: {}", grants.join("; "));
-        }
+    for (name, _) in model.components.iter().filter(|(_, c)| c.namespace == ns) {
+        out.push_str(&component_section(model, name));
     }
     let _ = writeln!(out, "\n## People\n");
     let mut any = false;
@@ -589,6 +517,87 @@ fn readme(model: &AccessModel, ns: &str) -> String {
     }
     if !any {
         out.push_str("Nobody has Kubernetes permissions here.\n");
+    }
+    out
+}
+
+/// One component, read from the model: what it is, its identity, what it listens on,
+/// who reaches it, what it reaches, and its database role's privileges.
+pub fn component_section(model: &AccessModel, name: &str) -> String {
+    let mut out = String::new();
+    let c = &model.components[name];
+    let port_of = |f: &Flow| model.components[&f.to].ports[&f.port];
+    let _ = writeln!(out, "\n## {name}\n");
+    if let Some(d) = &c.description {
+        let _ = writeln!(out, "{d}\n");
+    }
+    let _ = writeln!(
+        out,
+        "- identity: `{}` (service account `{}`){}",
+        model.spiffe_id(name).unwrap_or_default(),
+        c.service_account,
+        c.image
+            .as_ref()
+            .map(|i| format!(", image `{}/{i}`", model.product))
+            .unwrap_or_default()
+    );
+    if !c.ports.is_empty() {
+        let ports: Vec<String> = c.ports.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "- listens: {}{}",
+            ports.join(", "),
+            if c.loopback_only {
+                " (loopback only)"
+            } else {
+                ""
+            }
+        );
+    }
+    let inbound: Vec<String> = model
+        .flows
+        .iter()
+        .filter(|f| f.to == name)
+        .map(|f| {
+            let auth = f
+                .auth
+                .as_deref()
+                .map(|a| format!(": {a}"))
+                .unwrap_or_default();
+            format!("{} on {} ({}){auth}", f.from, f.port, port_of(f))
+        })
+        .collect();
+    let outbound: Vec<String> = model
+        .flows
+        .iter()
+        .filter(|f| f.from == name)
+        .map(|f| format!("{} {} ({})", f.to, f.port, port_of(f)))
+        .collect();
+    for (what, list) in [("reached by", inbound), ("reaches", outbound)] {
+        let text = if list.is_empty() {
+            "nothing".to_owned()
+        } else {
+            list.join("; ")
+        };
+        let _ = writeln!(out, "- {what}: {text}");
+    }
+    if let Some(callers) = model.grpc.get(name) {
+        let _ = writeln!(
+            out,
+            "- accepts gRPC calls from: {}",
+            callers.allowed_callers.join(", ")
+        );
+    }
+    if let Some(role) = &c.db_role {
+        let spec = &model.database.roles[role];
+        let mut grants: Vec<String> = model
+            .database
+            .tables
+            .iter()
+            .filter_map(|t| spec.grants.get(t).map(|p| format!("{} {t}", p.join(", "))))
+            .collect();
+        grants.extend(spec.functions.iter().map(|f| format!("EXECUTE {f}")));
+        let _ = writeln!(out, "- database role `{role}`: {}", grants.join("; "));
     }
     out
 }

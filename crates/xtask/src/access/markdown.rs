@@ -8,7 +8,7 @@ pub const PRIVILEGES: [&str; 5] = ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUN
 
 pub fn render(model: &AccessModel) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# Beacon access matrix\n");
+    let _ = writeln!(out, "# {} access matrix\n", super::display_name(model));
     let _ = writeln!(out, "{}\n{}\n", super::GENERATED, super::CHECKED);
     let _ = writeln!(
         out,

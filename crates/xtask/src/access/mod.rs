@@ -11,7 +11,9 @@
 //! database). A bug here therefore shows up as a failing test, not as a silent hole.
 
 pub mod admission;
+pub mod allow;
 pub mod can_i;
+pub mod crate_docs;
 pub mod diff;
 pub mod images;
 pub mod kube;
@@ -41,6 +43,8 @@ pub enum Action {
     /// Print what `kubectl auth can-i` must answer for every persona (every grant, and a
     /// sample of what is not granted), for scripts/e2e-can-i.sh on a live cluster.
     CanI,
+    /// Add one network flow to the model (FROM TO[:PORT]) and render.
+    Allow(allow::Options),
 }
 
 pub fn run(action: Action) -> anyhow::Result<()> {
@@ -64,6 +68,16 @@ pub fn run(action: Action) -> anyhow::Result<()> {
         }
         Action::CanI => {
             print!("{}", can_i::expectations(&model));
+            Ok(())
+        }
+        Action::Allow(options) => {
+            for path in allow::allow(&root, &options)? {
+                println!(
+                    "wrote {}",
+                    path.strip_prefix(&root).unwrap_or(&path).display()
+                );
+            }
+            println!("next: cargo xtask access diff HEAD, refresh k8s/nca (k8s/nca/README.md)");
             Ok(())
         }
         Action::Diff { rev } => {
@@ -113,10 +127,17 @@ pub fn generated(model: &AccessModel) -> Vec<Generated> {
     out
 }
 
+/// [`generated`], and the crates' READMEs with their generated part ([`crate_docs`]).
+fn with_crate_docs(root: &Path, model: &AccessModel) -> Vec<Generated> {
+    let mut out = generated(model);
+    out.extend(crate_docs::files(root, model));
+    out
+}
+
 /// Writes every generated file under `root` whose contents changed; returns their paths.
 pub fn render(root: &Path, model: &AccessModel) -> anyhow::Result<Vec<PathBuf>> {
     let mut wrote = Vec::new();
-    for file in generated(model) {
+    for file in with_crate_docs(root, model) {
         let path = root.join(&file.path);
         if std::fs::read_to_string(&path).ok().as_deref() == Some(file.contents.as_str()) {
             continue;
@@ -133,7 +154,7 @@ pub fn render(root: &Path, model: &AccessModel) -> anyhow::Result<Vec<PathBuf>> 
 
 /// The generated files under `root` that are missing or differ from the model's.
 pub fn stale(root: &Path, model: &AccessModel) -> Vec<String> {
-    generated(model)
+    with_crate_docs(root, model)
         .into_iter()
         .filter(|f| {
             std::fs::read_to_string(root.join(&f.path)).ok().as_deref() != Some(&f.contents)
@@ -151,6 +172,19 @@ pub fn check(root: &Path, model: &AccessModel) -> anyhow::Result<()> {
         stale.join("\n  ")
     );
     Ok(())
+}
+
+/// The product's name as people write it (`beacon` → `Beacon`).
+pub fn display_name(model: &AccessModel) -> String {
+    capitalized(&model.product)
+}
+
+/// `word` with its first letter in upper case.
+pub fn capitalized(word: &str) -> String {
+    let mut c = word.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
 }
 
 /// The generated-file header in a language whose line comments start with `marker`.

@@ -205,7 +205,7 @@ fn grants_sql(model: &AccessModel) -> String {
     let _ = write!(
         out,
         "--
--- Who may use Beacon's objects. Applied by db::migrate after the migrations, in one
+-- Who may use {product}'s objects. Applied by db::migrate after the migrations, in one
 -- transaction, as {owner} (the owner of every object): first every privilege the model's
 -- roles hold in the schemas {schemas} is revoked, then exactly the model's are granted.
 -- Migrations create objects and row-level-security policies; they grant nothing that
@@ -217,6 +217,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA {schemas} FROM {roles};
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schemas} FROM {roles};
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schemas} FROM {roles};
 ",
+        product = super::display_name(model),
         owner = db.owner
     );
     for (role, spec) in &db.roles {
