@@ -1049,6 +1049,29 @@ mod tests {
             model.allowed_grpc_callers("ledger"),
             vec![model.spiffe_id("api").unwrap()]
         );
+        // `cargo xtask up` starts it from the model: its port, its role, its mTLS files.
+        let planned = crate::up::scaffolded(
+            &model,
+            &|role| Ok(vec![("DATABASE_USER", role.to_owned())]),
+            &|name| vec![("BEACON_TLS_CERT_FILE", format!("{name}.crt"))],
+        )
+        .unwrap();
+        let [ledger] = planned.as_slice() else {
+            panic!("only the scaffolded service: {planned:?}")
+        };
+        let grpc_port = model.components["ledger"].ports["grpc"];
+        assert_eq!(
+            (ledger.name.as_str(), ledger.package.as_str()),
+            ("ledger", "ledger")
+        );
+        assert_eq!(ledger.admin_port, model.components["ledger"].ports["admin"]);
+        for want in [
+            ("DATABASE_USER", "beacon_ledger".to_owned()),
+            ("BEACON_TLS_CERT_FILE", "ledger.crt".to_owned()),
+            ("BEACON_LISTEN_ADDR", format!("127.0.0.1:{grpc_port}")),
+        ] {
+            assert!(ledger.env.contains(&want), "{want:?} in {:?}", ledger.env);
+        }
         let c = &model.components["ledger"];
         assert_eq!(c.ports.keys().collect::<Vec<_>>(), ["admin", "grpc"]);
         assert_eq!(c.db_role.as_deref(), Some("beacon_ledger"));

@@ -724,7 +724,8 @@ async fn run(root: &Path, pg: &Postgres, shutdown: &Shutdown) -> anyhow::Result<
     }
     println!("· building the services");
     // The packages that have images, from the access model (one list of services).
-    let packages = crate::access::images::cargo_packages(&platform::access::AccessModel::load());
+    let model = platform::access::AccessModel::load();
+    let packages = crate::access::images::cargo_packages(&model);
     let mut args: Vec<&str> = packages.iter().map(String::as_str).collect();
     args.push("--bins");
     let bins = cargo_build(root, &args)?;
@@ -796,6 +797,7 @@ async fn run(root: &Path, pg: &Postgres, shutdown: &Shutdown) -> anyhow::Result<
         ("BEACON_API_URL", "http://127.0.0.1:8081".into()),
     ];
     services.push(spawn(&bin("dashboard")?, &[], "dashboard", &env, 9080)?);
+    services.extend(spawn_planned(scaffolded(&model, &db_env, &tls)?, &bin)?);
 
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -869,6 +871,83 @@ async fn run(root: &Path, pg: &Postgres, shutdown: &Shutdown) -> anyhow::Result<
         let _ = tokio::time::timeout(Duration::from_secs(15), s.child.wait()).await;
     }
     outcome
+}
+
+/// A service's environment: `(variable, value)`.
+type Env = Vec<(&'static str, String)>;
+
+/// The components started one by one above, each with its own settings.
+const STARTED_BY_NAME: [&str; 6] = [
+    "analytics",
+    "api",
+    "loader",
+    "ingest",
+    "transform",
+    "dashboard",
+];
+
+/// One service to start: its name, its package's binary, its environment, its admin port.
+#[derive(Debug)]
+pub struct Planned {
+    pub name: String,
+    pub package: String,
+    pub env: Env,
+    pub admin_port: u16,
+}
+
+/// Every other service of the model (those `cargo xtask new-service` adds), with what a
+/// scaffolded crate reads: its listening port, its database role, its mTLS files.
+pub fn scaffolded(
+    model: &platform::access::AccessModel,
+    db_env: &dyn Fn(&str) -> anyhow::Result<Env>,
+    tls: &dyn Fn(&str) -> Env,
+) -> anyhow::Result<Vec<Planned>> {
+    let mut out = Vec::new();
+    for (name, c) in &model.components {
+        let (Some(image), Some(admin)) = (&c.image, c.ports.get("admin")) else {
+            continue; // PostgreSQL, the set-up Jobs
+        };
+        if STARTED_BY_NAME.contains(&name.as_str()) {
+            continue;
+        }
+        let mut env = match &c.db_role {
+            Some(role) => db_env(role)?,
+            None => Vec::new(),
+        };
+        if c.ports.contains_key("grpc") {
+            env.extend(tls(name));
+        }
+        if let Some(port) = c.ports.iter().find(|(p, _)| *p != "admin").map(|(_, n)| n) {
+            env.push(("BEACON_LISTEN_ADDR", format!("127.0.0.1:{port}")));
+        }
+        out.push(Planned {
+            name: name.clone(),
+            package: model.images[image].package.clone(),
+            env,
+            admin_port: *admin,
+        });
+    }
+    Ok(out)
+}
+
+fn spawn_planned(
+    planned: Vec<Planned>,
+    bin: &dyn Fn(&str) -> anyhow::Result<PathBuf>,
+) -> anyhow::Result<Vec<Service>> {
+    let mut out = Vec::new();
+    for p in planned {
+        for (var, file) in &p.env {
+            anyhow::ensure!(
+                !var.ends_with("_FILE") || Path::new(file).exists(),
+                "{}: no {file} ({var}); for a new gRPC service run `cargo xtask certs`",
+                p.name
+            );
+        }
+        // Service names are &'static for the whole run; a handful, leaked once.
+        let name: &'static str = Box::leak(p.name.into_boxed_str());
+        out.push(spawn(&bin(&p.package)?, &[], name, &p.env, p.admin_port)?);
+    }
+    Ok(out)
 }
 
 async fn first_exit(services: &mut [Service]) -> (&'static str, String) {
