@@ -1,7 +1,7 @@
 //! The dashboard, page by page, for both roles (HTTP), and in a real headless Chromium:
 //! the numbers shown equal the API's, every chart's SVG is there, the browser reports
 //! no Content-Security-Policy violation, a hostile campaign name runs nothing, and a
-//! screenshot of every page lands in target/screenshots/.
+//! screenshot of every page lands in <target dir>/tmp/screenshots/.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -232,7 +232,8 @@ fn chromedriver() -> Option<String> {
 }
 
 fn screenshots() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    // Inside the target directory cargo uses, wherever CARGO_TARGET_DIR puts it.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

@@ -61,6 +61,23 @@ pub fn cargo_build(root: &Path, args: &[&str]) -> anyhow::Result<HashMap<String,
         .collect())
 }
 
+/// The workspace's target directory as cargo resolves it (`CARGO_TARGET_DIR`,
+/// `build.target-dir`, or `target/`), never assumed.
+pub fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
+    let out = std::process::Command::new(cargo())
+        .current_dir(root)
+        .args(["metadata", "--no-deps", "--format-version=1"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo metadata")?;
+    anyhow::ensure!(out.status.success(), "cargo metadata failed");
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata gave no target_directory")
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
