@@ -338,9 +338,14 @@ pub struct ApiKey {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     revoked_at: Option<time::OffsetDateTime>,
+    /// When a token was last issued for this key, to the minute (null: never used).
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    last_used_at: Option<time::OffsetDateTime>,
 }
 
-const KEY_COLUMNS: &str = "id, name, prefix, scopes, created_by, created_at, revoked_at";
+const KEY_COLUMNS: &str =
+    "id, name, prefix, scopes, created_by, created_at, revoked_at, last_used_at";
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -291,6 +291,10 @@ async fn key_grant(
             revoked: false,
         }) if constant_time_eq(&secret_hash, &hash) => {
             attempts.succeeded();
+            if let Err(e) = crate::credentials::mark_key_used(&state.pool, tenant_id, key_id).await
+            {
+                tracing::warn!(error = %e, "cannot record the key's last use");
+            }
             Ok(Grant {
                 sub: format!("key:{key_id}"),
                 tenant: tenant_id,

@@ -286,6 +286,26 @@ pub fn parse_api_key(token: &str) -> Option<(String, Vec<u8>)> {
     ))
 }
 
+/// Records that `key` was just used (a token was issued for it). Writes at most once a
+/// minute per key: within the minute the UPDATE matches no row and writes nothing, so
+/// a client exchanging its key in a loop costs one row write a minute, not one a token.
+#[tracing::instrument(name = "db.query", skip(pool), fields(db.operation = "api_key_used"))]
+pub async fn mark_key_used(
+    pool: &sqlx::PgPool,
+    tenant: Uuid,
+    key: Uuid,
+) -> Result<(), sqlx::Error> {
+    let mut tx = platform::db::begin_for_tenant(pool, tenant).await?;
+    sqlx::query(
+        "UPDATE app.api_keys SET last_used_at = now()
+         WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+    )
+    .bind(key)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
 /// Equal bytes, compared in constant time (different lengths are unequal).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     subtle::ConstantTimeEq::ct_eq(a, b).into()

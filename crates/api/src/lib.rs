@@ -9,6 +9,7 @@ mod campaigns;
 pub mod credentials;
 mod extract;
 mod kpis;
+mod revoke;
 pub mod routes;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
