@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::{
     api_client::ApiError,
     pages::{AppState, api_error, error_page, page},
-    session::{self, Session},
+    session::Session,
 };
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -125,7 +125,7 @@ async fn create_user(
     headers: HeaderMap,
     Form(form): Form<NewUserForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, &form.csrf) {
+    if !session.csrf_ok(&form.csrf) {
         return csrf_refused(&headers);
     }
     let body = json!({ "email": form.email, "display_name": form.display_name, "role": form.role });
@@ -165,7 +165,7 @@ async fn change_user(
     Path(id): Path<Uuid>,
     Form(form): Form<ChangeUserForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, &form.csrf) {
+    if !session.csrf_ok(&form.csrf) {
         return csrf_refused(&headers);
     }
     let mut body = serde_json::Map::new();
@@ -198,6 +198,7 @@ struct ApiKey {
     scopes: Vec<String>,
     created_at: String,
     revoked_at: Option<String>,
+    last_used_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +212,7 @@ struct KeyRow {
     prefix: String,
     scopes: String,
     created: String,
+    last_used: String,
     revoked: bool,
 }
 
@@ -223,6 +225,15 @@ struct KeysView {
     keys: Vec<KeyRow>,
     new_secret: Option<String>,
     error: Option<String>,
+}
+
+/// `2026-01-02T03:04:05Z` as `2026-01-02 03:04`.
+fn minute(rfc3339: &str) -> String {
+    rfc3339
+        .chars()
+        .take(16)
+        .collect::<String>()
+        .replace('T', " ")
 }
 
 async fn keys_page(
@@ -251,12 +262,8 @@ async fn keys_page(
                         name: k.name,
                         prefix: k.prefix,
                         scopes: k.scopes.join(", "),
-                        created: k
-                            .created_at
-                            .chars()
-                            .take(16)
-                            .collect::<String>()
-                            .replace('T', " "),
+                        created: minute(&k.created_at),
+                        last_used: k.last_used_at.as_deref().map_or("never".into(), minute),
                         revoked: k.revoked_at.is_some(),
                     })
                     .collect(),
@@ -291,7 +298,7 @@ async fn create_key(
     headers: HeaderMap,
     Form(form): Form<NewKeyForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, &form.csrf) {
+    if !session.csrf_ok(&form.csrf) {
         return csrf_refused(&headers);
     }
     let mut scopes = Vec::new();
@@ -332,7 +339,7 @@ async fn revoke_key(
     Path(id): Path<Uuid>,
     Form(form): Form<crate::pages::CsrfForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, &form.csrf) {
+    if !session.csrf_ok(&form.csrf) {
         return csrf_refused(&headers);
     }
     match state

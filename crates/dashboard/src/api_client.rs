@@ -86,6 +86,13 @@ impl ApiClient {
             ApiError::Unavailable
         })?;
         let status = response.status();
+        if status == StatusCode::NO_CONTENT {
+            // No body: `()` or `serde_json::Value::Null`.
+            return T::deserialize(serde_json::Value::Null).map_err(|e| {
+                tracing::warn!(error = %e, "unexpected empty api answer");
+                ApiError::Unavailable
+            });
+        }
         if status.is_success() {
             return response.json::<T>().await.map_err(|e| {
                 tracing::warn!(error = %e, "unexpected api answer");

@@ -16,7 +16,7 @@ use crate::{
     Config,
     api_client::{ApiClient, ApiError},
     charts, format_count, format_money, format_ratio,
-    session::{self, SecureCookies, Session},
+    session::{self, Session, SessionKey},
 };
 
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -26,12 +26,12 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub api: ApiClient,
-    pub secure: bool,
+    pub key: SessionKey,
 }
 
-impl FromRef<AppState> for SecureCookies {
+impl FromRef<AppState> for SessionKey {
     fn from_ref(state: &AppState) -> Self {
-        SecureCookies(state.secure)
+        state.key.clone()
     }
 }
 
@@ -39,7 +39,7 @@ pub fn router(config: &Config, client: reqwest::Client) -> Router {
     let trusted = config.trusted_proxies.clone();
     let state = AppState {
         api: ApiClient::new(&config.api_url, client),
-        secure: config.secure_cookies,
+        key: SessionKey::new(config.session_key.as_ref()),
     };
     let mut router = Router::new()
         .route("/", get(|| async { Redirect::to("/overview") }))
@@ -159,7 +159,7 @@ pub(crate) fn api_error(headers: &HeaderMap, e: ApiError) -> Response {
             let mut r = Redirect::to("/login").into_response();
             r.headers_mut().append(
                 header::SET_COOKIE,
-                session::set_cookie(session::SESSION, "", 0, false),
+                session::set_cookie(session::SESSION, "", 0),
             );
             r
         }
@@ -216,7 +216,7 @@ struct LoginPage {
 }
 
 async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (csrf, set) = session::csrf_for(&headers, state.secure);
+    let (csrf, set) = state.key.csrf_for(&headers);
     let mut response = render(&LoginPage { csrf, error: None }, StatusCode::OK);
     if let Some(c) = set {
         response.headers_mut().append(header::SET_COOKIE, c);
@@ -242,7 +242,7 @@ async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, &form.csrf) {
+    if !state.key.csrf_ok(&headers, &form.csrf) {
         return error_page(
             &headers,
             StatusCode::FORBIDDEN,
@@ -269,12 +269,7 @@ async fn login(
             let mut response = Redirect::to("/overview").into_response();
             response.headers_mut().append(
                 header::SET_COOKIE,
-                session::set_cookie(
-                    session::SESSION,
-                    &t.access_token,
-                    t.expires_in,
-                    state.secure,
-                ),
+                session::set_cookie(session::SESSION, &t.access_token, t.expires_in),
             );
             response
         }
@@ -297,12 +292,15 @@ pub(crate) struct CsrfForm {
     pub csrf: String,
 }
 
+/// Sign-out: the API revokes the access token (so a copy of the cookie is worthless
+/// from now on), then the cookie is deleted.
 async fn logout(
     State(state): State<AppState>,
+    session: Session,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, &form.csrf) {
+    if !session.csrf_ok(&form.csrf) {
         return error_page(
             &headers,
             StatusCode::FORBIDDEN,
@@ -310,10 +308,19 @@ async fn logout(
             "Please reload the page and try again.",
         );
     }
+    match state
+        .api
+        .post::<serde_json::Value>(Some(&session.token), "/v1/auth/revoke", &())
+        .await
+    {
+        // Unauthorized: already revoked or expired.
+        Ok(_) | Err(ApiError::Unauthorized) => {}
+        Err(e) => return api_error(&headers, e),
+    }
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        session::set_cookie(session::SESSION, "", 0, state.secure),
+        session::set_cookie(session::SESSION, "", 0),
     );
     response
 }
