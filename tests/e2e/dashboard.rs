@@ -686,6 +686,12 @@ async fn every_form_refuses_a_post_without_its_csrf_token(admin: PgPool) {
     let other_token = page_token(&stack, &other, "/admin/api-keys").await;
     let own_token = page_token(&stack, &cookies, "/admin/api-keys").await;
     let foreign_nonce = format!("{}; {}", other.split("; ").next().unwrap(), session_only);
+    // This browser's nonce with another session: the token names the session too.
+    let foreign_session = format!(
+        "{}; {}",
+        cookies.split("; ").next().unwrap(),
+        other.split("; ").nth(1).unwrap()
+    );
     let before = state.fetch_one(&mut owner).await.unwrap();
     let user_path = format!("/admin/users/{viewer}");
     let revoke_path = format!("/admin/api-keys/{key}/revoke");
@@ -721,6 +727,7 @@ async fn every_form_refuses_a_post_without_its_csrf_token(admin: PgPool) {
                 &foreign_nonce,
                 own_token.as_str(),
             ),
+            ("another session", &foreign_session, own_token.as_str()),
         ] {
             let mut form = fields.clone();
             form.push(("csrf", token));

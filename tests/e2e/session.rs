@@ -162,3 +162,50 @@ async fn api_keys_show_when_they_were_last_used_written_at_most_once_a_minute(ad
     let later = keys(&stack, &admin_token).await[0]["last_used_at"].clone();
     assert_ne!(later, first);
 }
+
+/// `cargo xtask up` keeps the demo ingest key in a 0600 file and reuses it while it is
+/// an active key of the tenant, instead of adding a key on every run.
+#[sqlx::test(migrations = false)]
+async fn the_demo_ingest_key_is_reused_while_it_is_active(admin: PgPool) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let stack = Stack::start(admin).await.unwrap();
+    let [a, _] = demo_tenants("session-password-3");
+    let mut owner = stack.owner().await;
+    xtask::seed::ensure_tenant(&mut owner, &a).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secrets/acme-ingest.key");
+    let first = xtask::seed::demo_ingest_key(&mut owner, &a, &file)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
+    let again = xtask::seed::demo_ingest_key(&mut owner, &a, &file)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(keys_in_db(&mut owner).await, 1, "a second run added a key");
+    ingest_token(&stack.client, &stack.api_url, &again)
+        .await
+        .unwrap();
+    // Revoked (or deleted with the database): a new key replaces the file's.
+    sqlx::query("UPDATE app.api_keys SET revoked_at = now()")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let replaced = xtask::seed::demo_ingest_key(&mut owner, &a, &file)
+        .await
+        .unwrap();
+    assert_ne!(replaced, first);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), replaced);
+    assert_eq!(keys_in_db(&mut owner).await, 2);
+}
+
+async fn keys_in_db(owner: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM app.api_keys")
+        .fetch_one(owner)
+        .await
+        .unwrap()
+}

@@ -731,7 +731,9 @@ async fn run(root: &Path, pg: &Postgres, shutdown: &Shutdown) -> anyhow::Result<
         )
         .await?;
         for (i, t) in tenants.iter().enumerate() {
-            let key = crate::seed::create_tenant(&mut owner, t).await?;
+            crate::seed::ensure_tenant(&mut owner, t).await?;
+            let key_file = dev_dir().join(format!("secrets/{}-ingest.key", t.slug));
+            let key = crate::seed::demo_ingest_key(&mut owner, t, &key_file).await?;
             let token = crate::seed::ingest_token(&client, "http://127.0.0.1:8081", &key).await?;
             let events = crate::seed::generate_events(
                 42 + i as u64,
