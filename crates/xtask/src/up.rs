@@ -710,6 +710,10 @@ async fn run(root: &Path, pg: &Postgres, shutdown: &Shutdown) -> anyhow::Result<
     let env = vec![
         ("BEACON_LISTEN_ADDR", "127.0.0.1:8080".into()),
         ("BEACON_API_URL", "http://127.0.0.1:8081".into()),
+        (
+            "BEACON_SESSION_KEY_FILE",
+            secret_file("dashboard-session.key")?.display().to_string(),
+        ),
     ];
     services.push(spawn(&bin("dashboard")?, &[], "dashboard", &env, 9080)?);
 
