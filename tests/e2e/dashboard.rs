@@ -222,6 +222,25 @@ async fn every_page_for_both_roles_and_admin_pages_only_for_admins(admin: PgPool
     let (_, again) = get(&stack, &admin, "/admin/api-keys").await;
     assert!(!again.contains(&secret), "the secret is never shown again");
     assert!(again.contains("dashboard test key"));
+    // Each key shows when it was last used: the new one never, the seeded ingest key
+    // (traded for a token when the stack was seeded) at a minute of today.
+    let row = |prefix: &str| {
+        let at = again
+            .find(&format!("data-key=\"{prefix}\""))
+            .expect("key row");
+        again[at..].split("</tr>").next().unwrap().to_owned()
+    };
+    let new_prefix = secret.split('_').nth(1).unwrap();
+    assert!(
+        row(new_prefix).contains("<td>never</td>"),
+        "{}",
+        row(new_prefix)
+    );
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    assert!(
+        again.contains("Last used") && again.contains(&format!("<td>{today} ")),
+        "{again}"
+    );
 
     // The API down: a friendly page with the request id, and /readyz false.
     stack.shutdown.trigger();
