@@ -233,6 +233,7 @@ impl Stack {
             admin: local(0),
             api_url: stack.api_url.clone(),
             secure_cookies: false,
+            session_key: None,
             http,
             api_timeout: Duration::from_secs(5),
             trusted_proxies: Default::default(),
