@@ -796,12 +796,11 @@ async fn sign_out_revokes_the_access_token(admin: PgPool) {
         status, 303,
         "the dashboard sends a revoked session to sign-in"
     );
-    let r = stack
-        .client
-        .get(format!("{}/v1/overview", stack.api_url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401, "the api refuses the revoked token");
+    assert_eq!(
+        stack
+            .api_status(reqwest::Method::GET, "/v1/overview", &token)
+            .await,
+        401,
+        "the api refuses the revoked token"
+    );
 }

@@ -7,28 +7,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use xtask::seed::{create_tenant, demo_tenants, ingest_token};
 
-async fn status(stack: &Stack, method: reqwest::Method, path: &str, token: &str) -> u16 {
-    stack
-        .client
-        .request(method, format!("{}{path}", stack.api_url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 async fn keys(stack: &Stack, token: &str) -> Vec<Value> {
-    let r = stack
-        .client
-        .get(format!("{}/v1/api-keys", stack.api_url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().await.unwrap()["keys"]
+    stack.get_json(token, "/v1/api-keys").await["keys"]
         .as_array()
         .expect("keys")
         .clone()
@@ -47,12 +27,16 @@ async fn a_revoked_token_is_refused_everywhere_until_it_expires(admin: PgPool) {
     let other = password_token(client, api, &a.admin_email, &a.password).await;
     let b_token = password_token(client, api, &b.admin_email, &b.password).await;
     assert_eq!(
-        status(&stack, Method::GET, "/v1/users", &signed_out).await,
+        stack
+            .api_status(Method::GET, "/v1/users", &signed_out)
+            .await,
         200
     );
 
     assert_eq!(
-        status(&stack, Method::POST, "/v1/auth/revoke", &signed_out).await,
+        stack
+            .api_status(Method::POST, "/v1/auth/revoke", &signed_out)
+            .await,
         204
     );
     // The forbidden thing: the same token, after sign-out, on every kind of route.
@@ -63,15 +47,18 @@ async fn a_revoked_token_is_refused_everywhere_until_it_expires(admin: PgPool) {
         (Method::POST, "/v1/auth/revoke"),
     ] {
         assert_eq!(
-            status(&stack, method, path, &signed_out).await,
+            stack.api_status(method, path, &signed_out).await,
             401,
             "{path}"
         );
     }
     // Only that token: the user's other session and another tenant are untouched.
-    assert_eq!(status(&stack, Method::GET, "/v1/users", &other).await, 200);
     assert_eq!(
-        status(&stack, Method::GET, "/v1/users", &b_token).await,
+        stack.api_status(Method::GET, "/v1/users", &other).await,
+        200
+    );
+    assert_eq!(
+        stack.api_status(Method::GET, "/v1/users", &b_token).await,
         200
     );
     // A signed-in caller's bad queries (moved here from the api's unit tests, whose
@@ -83,7 +70,7 @@ async fn a_revoked_token_is_refused_everywhere_until_it_expires(admin: PgPool) {
         ("/v1/users/not-a-uuid", 404),
     ] {
         assert_eq!(
-            status(&stack, Method::GET, path, &other).await,
+            stack.api_status(Method::GET, path, &other).await,
             want,
             "{path}"
         );
@@ -107,16 +94,7 @@ async fn a_revoked_token_is_refused_everywhere_until_it_expires(admin: PgPool) {
         .unwrap();
     assert_eq!(seen, 0, "tenant B sees tenant A's revocations");
     drop(tx);
-    let audit: Value = stack
-        .client
-        .get(format!("{api}/v1/audit-log"))
-        .bearer_auth(&other)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = stack.get_json(&other, "/v1/audit-log").await;
     assert!(
         audit.to_string().contains("token.revoked") && audit.to_string().contains(&jti.to_string()),
         "{audit}"
@@ -128,7 +106,9 @@ async fn a_revoked_token_is_refused_everywhere_until_it_expires(admin: PgPool) {
         .await
         .unwrap();
     assert_eq!(
-        status(&stack, Method::POST, "/v1/auth/revoke", &other).await,
+        stack
+            .api_status(Method::POST, "/v1/auth/revoke", &other)
+            .await,
         204
     );
     let left: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT jti FROM app.revoked_tokens")
