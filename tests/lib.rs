@@ -82,6 +82,18 @@ impl Stack {
         password_token(&self.client, &self.api_url, email, password).await
     }
 
+    /// The status of an api request with a token (no body).
+    pub async fn api_status(&self, method: reqwest::Method, path: &str, token: &str) -> u16 {
+        self.client
+            .request(method, format!("{}{path}", self.api_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("api request")
+            .status()
+            .as_u16()
+    }
+
     /// `GET` an api path with a token; the answer must be 200 JSON.
     pub async fn get_json(&self, token: &str, path: &str) -> serde_json::Value {
         let r = self
@@ -233,6 +245,7 @@ impl Stack {
             admin: local(0),
             api_url: stack.api_url.clone(),
             secure_cookies: false,
+            session_key: None,
             http,
             api_timeout: Duration::from_secs(5),
             trusted_proxies: Default::default(),

@@ -200,12 +200,31 @@ async fn dashboard_sign_in(
     email: &str,
     password: &str,
 ) -> Response {
+    // The form's CSRF token is bound to the nonce cookie the login page sets.
+    let page = client
+        .get(format!("{dashboard}/login"))
+        .header("x-forwarded-for", from)
+        .send()
+        .await
+        .unwrap();
+    let nonce = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("__Host-beacon_csrf="))
+        .and_then(|c| c.split(';').next())
+        .expect("login page sets the CSRF nonce")
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let at = html.find(r#"name="csrf" value=""#).expect("CSRF field") + 19;
+    let token = html[at..].split('"').next().unwrap().to_owned();
     client
         .post(format!("{dashboard}/login"))
-        .header("cookie", "beacon_csrf=abuse-test")
+        .header("cookie", format!("__Host-beacon_csrf={nonce}"))
         .header("x-forwarded-for", from)
         .form(&[
-            ("csrf", "abuse-test"),
+            ("csrf", token.as_str()),
             ("email", email),
             ("password", password),
         ])

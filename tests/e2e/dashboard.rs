@@ -1,7 +1,7 @@
 //! The dashboard, page by page, for both roles (HTTP), and in a real headless Chromium:
 //! the numbers shown equal the API's, every chart's SVG is there, the browser reports
 //! no Content-Security-Policy violation, a hostile campaign name runs nothing, and a
-//! screenshot of every page lands in target/screenshots/.
+//! screenshot of every page lands in <target dir>/tmp/screenshots/.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -61,11 +61,12 @@ async fn sign_in(stack: &Stack, email: &str, password: &str) -> String {
         .send()
         .await
         .unwrap();
-    let csrf = cookie(&page, "beacon_csrf").unwrap();
+    let nonce = cookie(&page, "__Host-beacon_csrf").unwrap();
+    let csrf = form_token(&page.text().await.unwrap());
     let r = stack
         .client
         .post(format!("{}/login", stack.dashboard_url))
-        .header("cookie", format!("beacon_csrf={csrf}"))
+        .header("cookie", format!("__Host-beacon_csrf={nonce}"))
         .form(&[
             ("csrf", csrf.as_str()),
             ("email", email),
@@ -76,9 +77,25 @@ async fn sign_in(stack: &Stack, email: &str, password: &str) -> String {
         .unwrap();
     assert_eq!(r.status(), 303, "sign in as {email}");
     format!(
-        "beacon_csrf={csrf}; beacon_session={}",
-        cookie(&r, "beacon_session").unwrap()
+        "__Host-beacon_csrf={nonce}; __Host-beacon_session={}",
+        cookie(&r, "__Host-beacon_session").unwrap()
     )
+}
+
+/// The CSRF token a page's forms carry (bound to the session, not the cookie's value).
+fn form_token(html: &str) -> String {
+    let at = html
+        .find(r#"name="csrf" value=""#)
+        .expect("a form with a CSRF token")
+        + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+/// The CSRF token of the forms of `path` for this session.
+async fn page_token(stack: &Stack, cookies: &str, path: &str) -> String {
+    let (status, html) = get(stack, cookies, path).await;
+    assert_eq!(status, 200, "{path}");
+    form_token(&html)
 }
 
 fn cookie(r: &reqwest::Response, name: &str) -> Option<String> {
@@ -166,7 +183,7 @@ async fn every_page_for_both_roles_and_admin_pages_only_for_admins(admin: PgPool
     // A form posted without the CSRF cookie is refused.
     let session_only = admin
         .split("; ")
-        .find(|c| c.starts_with("beacon_session="))
+        .find(|c| c.starts_with("__Host-beacon_session="))
         .unwrap()
         .to_owned();
     let r = stack
@@ -180,11 +197,7 @@ async fn every_page_for_both_roles_and_admin_pages_only_for_admins(admin: PgPool
     assert_eq!(r.status(), 403);
 
     // An admin creates a key through the form: the secret is shown once, then only its prefix.
-    let csrf = admin
-        .split("; ")
-        .find_map(|c| c.strip_prefix("beacon_csrf="))
-        .unwrap()
-        .to_owned();
+    let csrf = page_token(&stack, &admin, "/admin/api-keys").await;
     let r = stack
         .client
         .post(format!("{}/admin/api-keys", stack.dashboard_url))
@@ -209,6 +222,25 @@ async fn every_page_for_both_roles_and_admin_pages_only_for_admins(admin: PgPool
     let (_, again) = get(&stack, &admin, "/admin/api-keys").await;
     assert!(!again.contains(&secret), "the secret is never shown again");
     assert!(again.contains("dashboard test key"));
+    // Each key shows when it was last used: the new one never, the seeded ingest key
+    // (traded for a token when the stack was seeded) at a minute of today.
+    let row = |prefix: &str| {
+        let at = again
+            .find(&format!("data-key=\"{prefix}\""))
+            .expect("key row");
+        again[at..].split("</tr>").next().unwrap().to_owned()
+    };
+    let new_prefix = secret.split('_').nth(1).unwrap();
+    assert!(
+        row(new_prefix).contains("<td>never</td>"),
+        "{}",
+        row(new_prefix)
+    );
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    assert!(
+        again.contains("Last used") && again.contains(&format!("<td>{today} ")),
+        "{again}"
+    );
 
     // The API down: a friendly page with the request id, and /readyz false.
     stack.shutdown.trigger();
@@ -232,7 +264,8 @@ fn chromedriver() -> Option<String> {
 }
 
 fn screenshots() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    // Inside the target directory cargo uses, wherever CARGO_TARGET_DIR puts it.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -566,6 +599,7 @@ async fn api_down_gives_a_friendly_page_with_the_request_id_and_not_ready() {
         admin: "127.0.0.1:0".parse().unwrap(),
         api_url: format!("http://{dead}"),
         secure_cookies: true,
+        session_key: None,
         http: platform::http::HttpLimits {
             body_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(5),
@@ -585,7 +619,10 @@ async fn api_down_gives_a_friendly_page_with_the_request_id_and_not_ready() {
         .unwrap();
     let r = client
         .get(format!("http://127.0.0.1:{port}/overview"))
-        .header("cookie", "beacon_session=x.e30.y; beacon_csrf=c")
+        .header(
+            "cookie",
+            "__Host-beacon_session=x.e30.y; __Host-beacon_csrf=c",
+        )
         .send()
         .await
         .unwrap();
@@ -627,7 +664,7 @@ async fn every_form_refuses_a_post_without_its_csrf_token(admin: PgPool) {
     let cookies = sign_in(&stack, &t.admin_email, &t.password).await;
     let session_only = cookies
         .split("; ")
-        .find(|c| c.starts_with("beacon_session="))
+        .find(|c| c.starts_with("__Host-beacon_session="))
         .unwrap()
         .to_owned();
     let viewer: uuid::Uuid = sqlx::query_scalar("SELECT id FROM app.users WHERE email = $1")
@@ -647,6 +684,18 @@ async fn every_form_refuses_a_post_without_its_csrf_token(admin: PgPool) {
     let state = sqlx::query_as::<_, (i64, i64, String, bool, i64)>(query)
         .bind(viewer)
         .bind(key);
+    // A valid token of another session of the same user, and this session's token
+    // under the nonce of another browser.
+    let other = sign_in(&stack, &t.admin_email, &t.password).await;
+    let other_token = page_token(&stack, &other, "/admin/api-keys").await;
+    let own_token = page_token(&stack, &cookies, "/admin/api-keys").await;
+    let foreign_nonce = format!("{}; {}", other.split("; ").next().unwrap(), session_only);
+    // This browser's nonce with another session: the token names the session too.
+    let foreign_session = format!(
+        "{}; {}",
+        cookies.split("; ").next().unwrap(),
+        other.split("; ").nth(1).unwrap()
+    );
     let before = state.fetch_one(&mut owner).await.unwrap();
     let user_path = format!("/admin/users/{viewer}");
     let revoke_path = format!("/admin/api-keys/{key}/revoke");
@@ -676,6 +725,13 @@ async fn every_form_refuses_a_post_without_its_csrf_token(admin: PgPool) {
             ("session cookie only", &session_only, "guess"),
             ("both cookies", &cookies, "guess"),
             ("both cookies", &cookies, ""),
+            ("another session's token", &cookies, other_token.as_str()),
+            (
+                "another browser's nonce",
+                &foreign_nonce,
+                own_token.as_str(),
+            ),
+            ("another session", &foreign_session, own_token.as_str()),
         ] {
             let mut form = fields.clone();
             form.push(("csrf", token));
@@ -700,4 +756,51 @@ async fn every_form_refuses_a_post_without_its_csrf_token(admin: PgPool) {
     // Sign-out was refused too: the session still works.
     let (status, _) = get(&stack, &cookies, "/overview").await;
     assert_eq!(status, 200);
+    // The session token in a cookie without the `__Host-` prefix is not read.
+    let session = session_only.split_once('=').unwrap().1;
+    let (status, _) = get(&stack, &format!("beacon_session={session}"), "/overview").await;
+    assert_eq!(status, 303, "an unprefixed session cookie was accepted");
+}
+
+/// Sign-out revokes the access token: the cookie's value, replayed after sign-out,
+/// opens nothing, in the dashboard or at the API.
+#[sqlx::test(migrations = false)]
+async fn sign_out_revokes_the_access_token(admin: PgPool) {
+    let stack = Stack::start(admin).await.unwrap();
+    let t = &demo_tenants("sign-out-password")[0];
+    let mut owner = stack.owner().await;
+    xtask::seed::create_tenant(&mut owner, t).await.unwrap();
+    let cookies = sign_in(&stack, &t.admin_email, &t.password).await;
+    let token = cookies
+        .split("__Host-beacon_session=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let csrf = page_token(&stack, &cookies, "/overview").await;
+    let r = stack
+        .client
+        .post(format!("{}/logout", stack.dashboard_url))
+        .header("cookie", &cookies)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        cookie(&r, "__Host-beacon_session").is_some_and(|v| v.is_empty()),
+        "the session cookie is deleted"
+    );
+    // The forbidden thing: the old cookie (a copy an attacker kept) after sign-out.
+    let (status, _) = get(&stack, &cookies, "/overview").await;
+    assert_eq!(
+        status, 303,
+        "the dashboard sends a revoked session to sign-in"
+    );
+    assert_eq!(
+        stack
+            .api_status(reqwest::Method::GET, "/v1/overview", &token)
+            .await,
+        401,
+        "the api refuses the revoked token"
+    );
 }

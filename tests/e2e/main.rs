@@ -6,5 +6,6 @@ mod api_attacks;
 mod dashboard;
 mod identity;
 mod ingest_and_attribution;
+mod session;
 mod tracing;
 mod walking_skeleton;

@@ -208,15 +208,19 @@ async fn one_dashboard_request_is_one_trace_across_all_hops(admin: PgPool) {
         .find_map(|v| {
             v.to_str()
                 .ok()?
-                .strip_prefix("beacon_csrf=")
+                .strip_prefix("__Host-beacon_csrf=")
                 .map(|r| r.split(';').next().unwrap().to_owned())
         })
         .unwrap();
+    // The form's token is bound to the nonce cookie; it is not the cookie's value.
+    let html = page.text().await.unwrap();
+    let at = html.find(r#"name="csrf" value=""#).unwrap() + 19;
+    let token = html[at..].split('"').next().unwrap().to_owned();
     let signed_in = client
         .post(format!("{dash}/login"))
-        .header("cookie", format!("beacon_csrf={csrf}"))
+        .header("cookie", format!("__Host-beacon_csrf={csrf}"))
         .form(&[
-            ("csrf", csrf.as_str()),
+            ("csrf", token.as_str()),
             ("email", tenant.viewer_email.as_str()),
             ("password", "trace-password"),
         ])
@@ -231,13 +235,13 @@ async fn one_dashboard_request_is_one_trace_across_all_hops(admin: PgPool) {
         .find_map(|v| {
             v.to_str()
                 .ok()?
-                .strip_prefix("beacon_session=")
+                .strip_prefix("__Host-beacon_session=")
                 .map(|r| r.split(';').next().unwrap().to_owned())
         })
         .unwrap();
     let overview = client
         .get(format!("{dash}/overview"))
-        .header("cookie", format!("beacon_session={session}"))
+        .header("cookie", format!("__Host-beacon_session={session}"))
         .send()
         .await
         .unwrap();

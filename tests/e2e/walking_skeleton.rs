@@ -76,9 +76,17 @@ async fn dashboard_overview(stack: &Stack, email: &str, password: &str) -> Strin
             && csp.contains("frame-ancestors 'none'")
             && !csp.contains("unsafe-inline")
     );
-    let csrf = cookie_of(&page, "beacon_csrf").expect("csrf cookie");
+    let nonce = cookie_of(&page, "__Host-beacon_csrf").expect("csrf nonce cookie");
     let html = page.text().await.unwrap();
-    assert!(html.contains(&csrf), "form carries the CSRF token");
+    let at = html
+        .find(r#"name="csrf" value=""#)
+        .expect("form carries a CSRF token")
+        + 19;
+    let csrf = html[at..].split('"').next().unwrap().to_owned();
+    assert_ne!(
+        csrf, nonce,
+        "the token is bound to the session, not the cookie echoed"
+    );
 
     // Without the CSRF cookie the form is refused.
     let forged = stack
@@ -97,7 +105,7 @@ async fn dashboard_overview(stack: &Stack, email: &str, password: &str) -> Strin
     let signed_in = stack
         .client
         .post(format!("{}/login", stack.dashboard_url))
-        .header("cookie", format!("beacon_csrf={csrf}"))
+        .header("cookie", format!("__Host-beacon_csrf={nonce}"))
         .form(&[
             ("csrf", csrf.as_str()),
             ("email", email),
@@ -112,16 +120,21 @@ async fn dashboard_overview(stack: &Stack, email: &str, password: &str) -> Strin
         .unwrap()
         .to_owned();
     assert!(
-        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        set_cookie.starts_with("__Host-")
+            && set_cookie.contains("HttpOnly")
+            && set_cookie.contains("SameSite=Strict")
+            && set_cookie.contains("Secure")
+            && set_cookie.contains("Path=/")
+            && !set_cookie.contains("Domain"),
         "{set_cookie}"
     );
-    let session = cookie_of(&signed_in, "beacon_session").expect("session cookie");
+    let session = cookie_of(&signed_in, "__Host-beacon_session").expect("session cookie");
     let overview = stack
         .client
         .get(format!("{}/overview", stack.dashboard_url))
         .header(
             "cookie",
-            format!("beacon_session={session}; beacon_csrf={csrf}"),
+            format!("__Host-beacon_session={session}; __Host-beacon_csrf={nonce}"),
         )
         .send()
         .await

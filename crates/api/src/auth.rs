@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    AppState,
+    AppState, api_keys,
     audit::{self, Event, action},
     credentials::{Email, constant_time_eq, parse_api_key},
     error::{ApiError, Context as _},
@@ -295,6 +295,9 @@ async fn key_grant(
             revoked: false,
         }) if constant_time_eq(&secret_hash, &hash) => {
             attempts.succeeded();
+            if let Err(e) = mark_key_used(state, tenant_id, key_id).await {
+                tracing::warn!(error = %e, "cannot record the key's last use");
+            }
             Ok(Grant {
                 sub: format!("key:{key_id}"),
                 tenant: tenant_id,
@@ -317,6 +320,14 @@ async fn key_grant(
             )
         }
     }
+}
+
+/// Records the key's last use in a transaction of its own: a failure is logged by the
+/// caller and does not cost the client its token.
+async fn mark_key_used(state: &AppState, tenant: Uuid, key: Uuid) -> Result<(), ApiError> {
+    let mut tx = TenantTx::begin(&state.pool, tenant).await?;
+    api_keys::queries::mark_used(&mut tx, key).await?;
+    tx.commit().await
 }
 
 /// Issue an access token: password grant (users) or client-credentials grant (API keys).

@@ -286,8 +286,9 @@ pub fn parse_api_key(token: &str) -> Option<(String, Vec<u8>)> {
     ))
 }
 
+/// Equal bytes, compared in constant time (different lengths are unequal).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 /// Signs access tokens with the api's Ed25519 key. The key never leaves the api pod.

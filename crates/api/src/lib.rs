@@ -11,6 +11,7 @@ pub mod error;
 mod extract;
 mod kpis;
 pub mod openapi;
+mod revoke;
 pub mod routes;
 mod tenant;
 mod token_cache;

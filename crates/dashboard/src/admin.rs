@@ -33,7 +33,7 @@ fn when(t: OffsetDateTime, seconds: bool) -> String {
 use crate::{
     api_client::ApiError,
     pages::{AppState, api_error, error_page, page},
-    session::{self, Session},
+    session::Session,
 };
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -117,7 +117,7 @@ async fn create_user(
     headers: HeaderMap,
     Form(form): Form<NewUserForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, &form.csrf) {
+    if !session.csrf_ok(&form.csrf) {
         return csrf_refused(&headers);
     }
     let Some(role) = Role::parse(&form.role) else {
@@ -160,7 +160,7 @@ async fn change_user(
     Path(id): Path<Uuid>,
     Form(form): Form<ChangeUserForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, &form.csrf) {
+    if !session.csrf_ok(&form.csrf) {
         return csrf_refused(&headers);
     }
     let role = match form.role.as_deref().map(Role::parse) {
@@ -191,6 +191,7 @@ struct KeyRow {
     prefix: String,
     scopes: String,
     created: String,
+    last_used: String,
     revoked: bool,
 }
 
@@ -228,6 +229,7 @@ async fn keys_page(
                         prefix: k.prefix,
                         scopes: k.scopes.join(", "),
                         created: when(k.created_at, false),
+                        last_used: k.last_used_at.map_or("never".into(), |t| when(t, false)),
                         revoked: k.revoked_at.is_some(),
                     })
                     .collect(),
@@ -257,7 +259,7 @@ async fn create_key(
     headers: HeaderMap,
     Form(form): Form<NewKeyForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, &form.csrf) {
+    if !session.csrf_ok(&form.csrf) {
         return csrf_refused(&headers);
     }
     let mut scopes = Vec::new();
@@ -297,7 +299,7 @@ async fn revoke_key(
     Path(id): Path<Uuid>,
     Form(form): Form<crate::pages::CsrfForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, &form.csrf) {
+    if !session.csrf_ok(&form.csrf) {
         return csrf_refused(&headers);
     }
     match state.api.revoke_api_key(&session.token, id).await {

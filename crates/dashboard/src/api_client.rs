@@ -168,8 +168,14 @@ impl ApiClient {
         .await
     }
 
-    async fn delete_no_content(&self, token: &str, path: &str) -> Result<(), ApiError> {
-        Self::checked(self.request(reqwest::Method::DELETE, path, Some(token)))
+    /// A request whose answer has no body (204).
+    async fn no_content(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+    ) -> Result<(), ApiError> {
+        Self::checked(self.request(method, path, Some(token)))
             .await
             .map(drop)
     }
@@ -205,6 +211,12 @@ impl ApiClient {
     pub async fn sign_in(&self, email: &str, password: &str) -> Result<TokenAnswer, ApiError> {
         let body = serde_json::json!({ "grant_type": "password", "username": email, "password": password });
         self.post(None, "/v1/auth/token", &body).await
+    }
+
+    /// `POST /v1/auth/revoke`: sign-out, the token is refused from now on.
+    pub async fn revoke_token(&self, token: &str) -> Result<(), ApiError> {
+        self.no_content(reqwest::Method::POST, token, "/v1/auth/revoke")
+            .await
     }
 
     /// `GET /v1/overview`.
@@ -314,8 +326,12 @@ impl ApiClient {
 
     /// `DELETE /v1/api-keys/{id}` (204, no body).
     pub async fn revoke_api_key(&self, token: &str, id: Uuid) -> Result<(), ApiError> {
-        self.delete_no_content(token, &format!("/v1/api-keys/{id}"))
-            .await
+        self.no_content(
+            reqwest::Method::DELETE,
+            token,
+            &format!("/v1/api-keys/{id}"),
+        )
+        .await
     }
 
     /// `GET /v1/audit-log`, 50 entries older than `before`.

@@ -1,6 +1,6 @@
 //! Beacon's web dashboard. Server-rendered, no inline script, no third-party origin.
 //! It has no database role and no privileges of its own: it holds the signed-in
-//! user's access token in an HttpOnly, SameSite=Strict cookie and calls the API with
+//! user's access token in a `__Host-` HttpOnly, SameSite=Strict cookie and calls the API with
 //! it, so it can never show more than that user may see.
 
 mod admin;
@@ -28,8 +28,12 @@ pub struct Config {
     pub admin: SocketAddr,
     /// Base URL of the API (`http://api.beacon-api.svc:8081`).
     pub api_url: String,
-    /// Mark cookies `Secure` and send HSTS (whenever served over TLS).
+    /// Served over TLS: send HSTS. (Cookies are always `__Host-` and `Secure`;
+    /// browsers accept those from http://localhost and http://127.0.0.1 too.)
     pub secure_cookies: bool,
+    /// The key CSRF tokens are derived with (`BEACON_SESSION_KEY_FILE`); without
+    /// one, a random key of this process (one replica only).
+    pub session_key: Option<secrecy::SecretString>,
     pub http: HttpLimits,
     pub api_timeout: Duration,
     /// Proxies in front of the dashboard (the Gateway) whose `X-Forwarded-For` is
@@ -44,6 +48,7 @@ impl Config {
             admin: config::addr("BEACON_ADMIN_ADDR", "0.0.0.0:9080")?,
             api_url: config::or("BEACON_API_URL", "http://127.0.0.1:8081".to_owned())?,
             secure_cookies: config::or("BEACON_SECURE_COOKIES", true)?,
+            session_key: config::optional_secret("BEACON_SESSION_KEY")?,
             http: HttpLimits {
                 body_bytes: config::or("BEACON_MAX_BODY_BYTES", 16 * 1024)?,
                 request_timeout: config::millis("BEACON_REQUEST_TIMEOUT_MS", 10_000)?,

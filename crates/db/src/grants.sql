@@ -34,7 +34,8 @@ GRANT SELECT, INSERT, UPDATE ON app.users TO beacon_api;
 GRANT SELECT, INSERT, UPDATE ON app.api_keys TO beacon_api;
 GRANT SELECT, INSERT ON app.audit_log TO beacon_api;
 GRANT SELECT, INSERT, UPDATE ON app.campaigns TO beacon_api;
-GRANT EXECUTE ON FUNCTION app.login_lookup(text), app.api_key_lookup(text) TO beacon_api;
+GRANT SELECT, INSERT, DELETE ON app.revoked_tokens TO beacon_api;
+GRANT EXECUTE ON FUNCTION app.login_lookup(text), app.api_key_lookup(text), app.token_revoked(uuid) TO beacon_api;
 
 -- beacon_loader
 GRANT USAGE ON SCHEMA raw TO beacon_loader;

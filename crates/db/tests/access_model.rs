@@ -354,6 +354,7 @@ async fn seed_every_tenant_table(admin: &PgPool) -> (Uuid, Uuid) {
                  VALUES (gen_random_uuid(), '{tenant}', 'k', '{slug}', '\\x00', ARRAY['kpis:read']);
              INSERT INTO app.audit_log (tenant_id, actor, action, outcome) VALUES ('{tenant}', 'a', 'x', 'success');
              INSERT INTO app.campaigns (id, tenant_id, name) VALUES (gen_random_uuid(), '{tenant}', 'spring');
+             INSERT INTO app.revoked_tokens (jti, tenant_id, subject, expires_at) VALUES (gen_random_uuid(), '{tenant}', 'user:x', now() + interval '5 minutes');
              INSERT INTO raw.events (tenant_id, event_id, event_type, occurred_at, campaign, channel, currency)
                  VALUES ('{tenant}', 'e1', 'click', now(), 'spring', 'search', 'EUR');
              INSERT INTO output.daily_campaign_facts (tenant_id, day, campaign, channel, currency, clicks)
@@ -421,9 +422,10 @@ async fn tenant_bound_roles_see_only_their_tenant_in_every_table_they_read(admin
         }
         pool.close().await;
     }
-    // api: tenants, users, api_keys, audit_log, campaigns; analytics: facts, attribution.
+    // api: tenants, users, api_keys, audit_log, campaigns, revoked_tokens; analytics:
+    // facts, attribution.
     assert_eq!(
-        probed, 7,
+        probed, 8,
         "the model's read grants changed: review this test"
     );
 

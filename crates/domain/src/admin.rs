@@ -112,6 +112,10 @@ pub struct ApiKey {
     #[serde(with = "time::serde::rfc3339::option")]
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>, format = DateTime))]
     pub revoked_at: Option<time::OffsetDateTime>,
+    /// When a token was last issued for this key, to the minute (null: never used).
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>, format = DateTime))]
+    pub last_used_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

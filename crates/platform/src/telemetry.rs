@@ -5,11 +5,8 @@
 
 use std::sync::OnceLock;
 
-use opentelemetry::{
-    global,
-    propagation::{Extractor, Injector},
-    trace::TracerProvider as _,
-};
+use opentelemetry::{global, trace::TracerProvider as _};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -114,30 +111,6 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
 pub fn init_propagator() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| global::set_text_map_propagator(TraceContextPropagator::new()));
-}
-
-struct HeaderExtractor<'a>(&'a http::HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
-    }
-}
-
-struct HeaderInjector<'a>(&'a mut http::HeaderMap);
-
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
-    }
 }
 
 /// Server side (HTTP and gRPC alike: both arrive as HTTP requests): make `span` a child

@@ -187,9 +187,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = crate::up::target_dir(&root)?;
     let scratch = target.join("mutants-scratch");
     prepare_scratch(&root, &scratch)?;
 

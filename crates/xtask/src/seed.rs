@@ -40,6 +40,12 @@ pub fn demo_tenants(password: &str) -> [DemoTenant; 2] {
 /// Creates (or keeps) a tenant, its admin and viewer, and a fresh ingest API key.
 /// Runs on a connection of `beacon_migrator` (acting as the owner). Returns the key.
 pub async fn create_tenant(owner: &mut PgConnection, t: &DemoTenant) -> anyhow::Result<String> {
+    ensure_tenant(owner, t).await?;
+    new_ingest_key(owner, t).await
+}
+
+/// Creates (or keeps) a tenant with its admin and viewer (passwords set to `t`'s).
+pub async fn ensure_tenant(owner: &mut PgConnection, t: &DemoTenant) -> anyhow::Result<()> {
     sqlx::query("INSERT INTO app.tenants (id, slug, name, currency) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
         .bind(t.id)
         .bind(t.slug)
@@ -62,6 +68,10 @@ pub async fn create_tenant(owner: &mut PgConnection, t: &DemoTenant) -> anyhow::
         .execute(&mut *owner)
         .await?;
     }
+    Ok(())
+}
+
+async fn new_ingest_key(owner: &mut PgConnection, t: &DemoTenant) -> anyhow::Result<String> {
     let key = api::credentials::new_api_key();
     sqlx::query(
         "INSERT INTO app.api_keys (id, tenant_id, name, prefix, secret_hash, scopes) VALUES ($1, $2, 'demo ingest', $3, $4, ARRAY['events:write'])",
@@ -73,6 +83,50 @@ pub async fn create_tenant(owner: &mut PgConnection, t: &DemoTenant) -> anyhow::
     .execute(&mut *owner)
     .await?;
     Ok(key.token)
+}
+
+/// The tenant's demo ingest key, kept in `file` (mode 0600): reused while that key is
+/// still an active key of the tenant in the database, else a new one is created and
+/// written there. So `cargo xtask up` does not add a key on every run.
+pub async fn demo_ingest_key(
+    owner: &mut PgConnection,
+    t: &DemoTenant,
+    file: &std::path::Path,
+) -> anyhow::Result<String> {
+    if let Ok(saved) = std::fs::read_to_string(file)
+        && let Some((prefix, hash)) = api::credentials::parse_api_key(saved.trim())
+    {
+        let active: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM app.api_keys WHERE tenant_id = $1 AND prefix = $2
+                            AND secret_hash = $3 AND revoked_at IS NULL)",
+        )
+        .bind(t.id)
+        .bind(prefix)
+        .bind(hash)
+        .fetch_one(&mut *owner)
+        .await?;
+        if active {
+            return Ok(saved.trim().to_owned());
+        }
+    }
+    let key = new_ingest_key(owner, t).await?;
+    write_private(file, &key)?;
+    Ok(key)
+}
+
+/// Writes `text` to a file only its owner can read (0600 from the start).
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 const CAMPAIGNS: [&str; 4] = [

@@ -61,6 +61,23 @@ pub fn cargo_build(root: &Path, args: &[&str]) -> anyhow::Result<HashMap<String,
         .collect())
 }
 
+/// The workspace's target directory as cargo resolves it (`CARGO_TARGET_DIR`,
+/// `build.target-dir`, or `target/`), never assumed.
+pub fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
+    let out = std::process::Command::new(cargo())
+        .current_dir(root)
+        .args(["metadata", "--no-deps", "--format-version=1"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo metadata")?;
+    anyhow::ensure!(out.status.success(), "cargo metadata failed");
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata gave no target_directory")
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -795,6 +812,10 @@ async fn run(root: &Path, pg: &Postgres, shutdown: &Shutdown) -> anyhow::Result<
     let env = vec![
         ("BEACON_LISTEN_ADDR", "127.0.0.1:8080".into()),
         ("BEACON_API_URL", "http://127.0.0.1:8081".into()),
+        (
+            "BEACON_SESSION_KEY_FILE",
+            secret_file("dashboard-session.key")?.display().to_string(),
+        ),
     ];
     services.push(spawn(&bin("dashboard")?, &[], "dashboard", &env, 9080)?);
     services.extend(spawn_planned(scaffolded(&model, &db_env, &tls)?, &bin)?);
@@ -817,7 +838,9 @@ async fn run(root: &Path, pg: &Postgres, shutdown: &Shutdown) -> anyhow::Result<
         )
         .await?;
         for (i, t) in tenants.iter().enumerate() {
-            let key = crate::seed::create_tenant(&mut owner, t).await?;
+            crate::seed::ensure_tenant(&mut owner, t).await?;
+            let key_file = dev_dir().join(format!("secrets/{}-ingest.key", t.slug));
+            let key = crate::seed::demo_ingest_key(&mut owner, t, &key_file).await?;
             let token = crate::seed::ingest_token(&client, "http://127.0.0.1:8081", &key).await?;
             let events = crate::seed::generate_events(
                 42 + i as u64,

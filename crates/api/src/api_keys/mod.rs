@@ -1,7 +1,7 @@
 //! API keys of the caller's tenant (admins only; the route table says so). A key's
 //! secret is shown once, at creation; only its SHA-256 is stored.
 
-mod queries;
+pub(crate) mod queries;
 
 use axum::{Json, http::StatusCode, response::IntoResponse};
 use domain::admin::{ApiKey, CreatedKey, KeyList, NewKey};

@@ -22,6 +22,7 @@ use crate::{
 pub mod action {
     pub const LOGIN: &str = "login";
     pub const TOKEN_ISSUED: &str = "token.issued";
+    pub const TOKEN_REVOKED: &str = "token.revoked";
     pub const PERMISSION_DENIED: &str = "permission.denied";
     pub const USER_CREATED: &str = "user.created";
     pub const USER_ROLE_CHANGED: &str = "user.role_changed";

@@ -1,5 +1,5 @@
 //! The layers around the route table: the permission check (token verification,
-//! scope, audited denials), the security headers and CORS.
+//! scope, audited denials, the sign-out deny-list), the security headers and CORS.
 
 use axum::{
     Router,
@@ -12,7 +12,7 @@ use platform::http::Problem;
 use serde_json::json;
 use tower_http::{cors::CorsLayer, set_header::SetResponseHeaderLayer};
 
-use crate::{AppState, audit, extract::Meta};
+use crate::{AppState, audit, extract::Meta, revoke};
 
 /// Verifies the bearer token and checks the route's permission; puts the claims in
 /// the request for [`Caller`](crate::extract::Caller). A denial is audited.
@@ -61,6 +61,15 @@ pub(super) async fn enforce(
         return Problem::forbidden()
             .detail(format!("this credential lacks the {permission} scope"))
             .into_response();
+    }
+    // After the scope check, which needs no database: signed-out tokens are refused.
+    match revoke::is_revoked(&state.pool, claims.jti).await {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::info!(sub = %claims.sub, "token refused: revoked");
+            return Problem::unauthorized().into_response();
+        }
+        Err(e) => return e.into_response(),
     }
     request.extensions_mut().insert(claims);
     next.run(request).await

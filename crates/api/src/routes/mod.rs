@@ -13,7 +13,7 @@ use platform::{access::PUBLIC, auth::scope, http::HttpLimits};
 use utoipa_axum::{router::UtoipaMethodRouter, routes};
 
 pub use crate::openapi::openapi;
-use crate::{AppState, api_keys, audit, auth, campaigns, kpis, openapi, users};
+use crate::{AppState, api_keys, audit, auth, campaigns, kpis, openapi, revoke, users};
 
 /// One route: method and path (as in the handler's `#[utoipa::path]`), the permission
 /// (`public` or the scope the token must carry), and the handler.
@@ -42,6 +42,7 @@ macro_rules! table {
 /// Every route of the API. Nothing else is routed.
 pub static ROUTES: &[Route] = table! {
     "POST" "/v1/auth/token" PUBLIC => auth::token;
+    "POST" "/v1/auth/revoke" KPIS => revoke::revoke;
     "GET" "/v1/openapi.json" PUBLIC => openapi::openapi_json;
     "GET" "/v1/overview" KPIS => kpis::overview;
     "GET" "/v1/kpis/campaigns" KPIS => kpis::campaigns;

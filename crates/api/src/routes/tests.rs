@@ -441,14 +441,8 @@ async fn errors_are_problems_and_headers_are_set() {
     // The spec is public.
     let spec = get(&app, "/v1/openapi.json", None).await;
     assert_eq!(spec.status(), StatusCode::OK);
-    // Page sizes are bounded before anything is read.
-    let admin = sign(&k, &claims("kpis:read tenant:admin"));
-    let (status, _) = problem(get(&app, "/v1/users?limit=1000", Some(&admin)).await).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = problem(get(&app, "/v1/users?unknown=1", Some(&admin)).await).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = problem(get(&app, "/v1/users/not-a-uuid", Some(&admin)).await).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Bad queries of signed-in callers (page size, unknown fields, a bad id) are
+    // checked in tests/e2e/session.rs: the deny-list look-up needs the database.
 }
 
 #[tokio::test]

@@ -66,7 +66,7 @@ pub(crate) fn api_error(headers: &HeaderMap, e: ApiError) -> Response {
             let mut r = Redirect::to("/login").into_response();
             r.headers_mut().append(
                 header::SET_COOKIE,
-                session::set_cookie(session::SESSION, "", 0, false),
+                session::set_cookie(session::SESSION, "", 0),
             );
             r
         }

@@ -13,7 +13,10 @@ use super::{
     AppState,
     errors::{api_error, error_page, render, with_retry_after},
 };
-use crate::{api_client::ApiError, session};
+use crate::{
+    api_client::ApiError,
+    session::{self, Session},
+};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -23,7 +26,7 @@ struct LoginPage {
 }
 
 pub(super) async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (csrf, set) = session::csrf_for(&headers, state.secure);
+    let (csrf, set) = state.key.csrf_for(&headers);
     let mut response = render(&LoginPage { csrf, error: None }, StatusCode::OK);
     if let Some(c) = set {
         response.headers_mut().append(header::SET_COOKIE, c);
@@ -43,7 +46,7 @@ pub(super) async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, &form.csrf) {
+    if !state.key.csrf_ok(&headers, &form.csrf) {
         return error_page(
             &headers,
             StatusCode::FORBIDDEN,
@@ -65,12 +68,7 @@ pub(super) async fn login(
             let mut response = Redirect::to("/overview").into_response();
             response.headers_mut().append(
                 header::SET_COOKIE,
-                session::set_cookie(
-                    session::SESSION,
-                    &t.access_token,
-                    t.expires_in,
-                    state.secure,
-                ),
+                session::set_cookie(session::SESSION, &t.access_token, t.expires_in),
             );
             response
         }
@@ -93,12 +91,15 @@ pub(crate) struct CsrfForm {
     pub csrf: String,
 }
 
+/// Sign-out: the API revokes the access token (so a copy of the cookie is worthless
+/// from now on), then the cookie is deleted.
 pub(super) async fn logout(
     State(state): State<AppState>,
+    session: Session,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, &form.csrf) {
+    if !session.csrf_ok(&form.csrf) {
         return error_page(
             &headers,
             StatusCode::FORBIDDEN,
@@ -106,10 +107,15 @@ pub(super) async fn logout(
             "Please reload the page and try again.",
         );
     }
+    match state.api.revoke_token(&session.token).await {
+        // Unauthorized: already revoked or expired.
+        Ok(()) | Err(ApiError::Unauthorized) => {}
+        Err(e) => return api_error(&headers, e),
+    }
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        session::set_cookie(session::SESSION, "", 0, state.secure),
+        session::set_cookie(session::SESSION, "", 0),
     );
     response
 }

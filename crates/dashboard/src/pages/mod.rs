@@ -22,7 +22,7 @@ pub use campaigns::format_credit;
 pub(crate) use errors::{api_error, error_page, page};
 pub(crate) use login::CsrfForm;
 
-use crate::{Config, api_client::ApiClient, session::SecureCookies};
+use crate::{Config, api_client::ApiClient, session::SessionKey};
 
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                        object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; \
@@ -31,12 +31,12 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub api: ApiClient,
-    pub secure: bool,
+    pub key: SessionKey,
 }
 
-impl FromRef<AppState> for SecureCookies {
+impl FromRef<AppState> for SessionKey {
     fn from_ref(state: &AppState) -> Self {
-        SecureCookies(state.secure)
+        state.key.clone()
     }
 }
 
@@ -44,7 +44,7 @@ pub fn router(config: &Config, client: reqwest::Client) -> Router {
     let trusted = config.trusted_proxies.clone();
     let state = AppState {
         api: ApiClient::new(&config.api_url, client),
-        secure: config.secure_cookies,
+        key: SessionKey::new(config.session_key.as_ref()),
     };
     let mut router = Router::new()
         .route("/", get(|| async { Redirect::to("/overview") }))

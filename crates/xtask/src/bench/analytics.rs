@@ -165,7 +165,7 @@ pub async fn run(options: Options) -> anyhow::Result<String> {
 }
 
 async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
-    let work = crate::up::workspace_root().join("target/bench/analytics");
+    let work = crate::up::target_dir(&crate::up::workspace_root())?.join("bench/analytics");
     std::fs::create_dir_all(&work)?;
     let certs = work.join("certs");
     crate::certs::generate(&certs)?;
