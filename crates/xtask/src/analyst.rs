@@ -8,10 +8,7 @@
 //! `--show-password`. Statement and idle-in-transaction timeouts and the connection
 //! limit come from the model's group role (roles.sql gives them to every member).
 
-use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use platform::access::AccessModel;
@@ -53,39 +50,12 @@ pub fn password_file(name: &str) -> PathBuf {
         .join(format!("{name}.password"))
 }
 
-/// The password in `path`, or a new one written there: to a temporary file created with
-/// mode 0600 and linked into place only if nothing is there yet, so the file is never
-/// readable by others, never half-written, and never overwritten.
+/// The password in `path`, or a new one written there, private from its first byte and
+/// never overwritten ([`crate::private_file::create`]); two runs at once share one.
 pub fn password_in(path: &Path) -> anyhow::Result<SecretString> {
-    if let Ok(existing) =
-        platform::config::read_secret_file("password file", &path.to_string_lossy())
-    {
-        return Ok(existing);
-    }
-    let dir = path.parent().context("password file has no directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let password = SecretString::from(crate::up::random_secret());
-    let tmp = dir.join(format!(".{}.{}", std::process::id(), uuid::Uuid::new_v4()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(password.expose_secret().as_bytes())?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::hard_link(&tmp, path));
-    let _ = std::fs::remove_file(&tmp);
-    match written {
-        Ok(()) => Ok(password),
-        // Another run got there first: use its password.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(
-            platform::config::read_secret_file("password file", &path.to_string_lossy())?,
-        ),
-        Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
-    }
+    crate::private_file::create(path, crate::up::random_secret().as_bytes())?;
+    platform::config::read_secret_file("password file", &path.to_string_lossy())
+        .with_context(|| format!("reading {}", path.display()))
 }
 
 pub async fn run(action: Action) -> anyhow::Result<()> {

@@ -30,13 +30,10 @@ pub fn tls_components(model: &AccessModel) -> Vec<&str> {
 
 fn write(dir: &Path, name: &str, contents: &str) -> anyhow::Result<()> {
     let path = dir.join(name);
-    std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
     if name.ends_with(".key") || name.ends_with("-key.pem") {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        return crate::private_file::replace(&path, contents.as_bytes());
     }
-    Ok(())
+    std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
 /// A CA. Its key signs the workload certificates.

@@ -12,6 +12,7 @@ pub mod mutants;
 pub mod nca;
 pub mod new_product;
 pub mod new_service;
+pub mod private_file;
 pub mod scratch;
 pub mod secrets;
 pub mod seed;

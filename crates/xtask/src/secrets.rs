@@ -18,6 +18,10 @@ pub fn dev_overlay_dir() -> PathBuf {
     crate::up::workspace_root().join("k8s/overlays/dev/secrets")
 }
 
+/// The dashboard's key for session-bound CSRF tokens (`BEACON_SESSION_KEY_FILE`): one
+/// key for every replica, so a token issued by one is accepted by the others.
+pub const DASHBOARD_SESSION_KEY: &str = "dashboard-session.key";
+
 /// Fills `dir`; returns whether anything was written.
 pub fn generate(dir: &Path) -> anyhow::Result<bool> {
     std::fs::create_dir_all(dir)?;
@@ -28,18 +32,13 @@ pub fn generate(dir: &Path) -> anyhow::Result<bool> {
     }
     // A folder filled before PostgreSQL spoke TLS gains its server certificate.
     wrote |= crate::certs::server_certificates(dir)?;
+    wrote |= crate::private_file::create(
+        &dir.join(DASHBOARD_SESSION_KEY),
+        crate::up::random_secret().as_bytes(),
+    )?;
     for name in password_files() {
-        let path = dir.join(&name);
-        if path.exists() {
-            continue;
-        }
-        std::fs::write(&path, crate::up::random_secret())?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        }
-        wrote = true;
+        wrote |=
+            crate::private_file::create(&dir.join(&name), crate::up::random_secret().as_bytes())?;
     }
     Ok(wrote)
 }

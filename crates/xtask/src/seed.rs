@@ -110,23 +110,8 @@ pub async fn demo_ingest_key(
         }
     }
     let key = new_ingest_key(owner, t).await?;
-    write_private(file, &key)?;
+    crate::private_file::replace(file, key.as_bytes())?;
     Ok(key)
-}
-
-/// Writes `text` to a file only its owner can read (0600 from the start).
-fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let _ = std::fs::remove_file(path);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(text.as_bytes())?;
-    Ok(())
 }
 
 const CAMPAIGNS: [&str; 4] = [

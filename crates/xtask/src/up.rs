@@ -580,17 +580,8 @@ pub fn random_secret() -> String {
 
 /// A generated secret file under .dev/secrets, created once and reused.
 pub fn secret_file(name: &str) -> anyhow::Result<PathBuf> {
-    let dir = dev_dir().join("secrets");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(name);
-    if !path.exists() {
-        std::fs::write(&path, random_secret())?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        }
-    }
+    let path = dev_dir().join("secrets").join(name);
+    crate::private_file::create(&path, random_secret().as_bytes())?;
     Ok(path)
 }
 
