@@ -173,15 +173,9 @@ pub struct ProcStack {
     pub client: reqwest::Client,
 }
 
-/// In start-up order: each one's dependencies come before it.
-pub const SERVICES: [&str; 6] = [
-    "analytics",
-    "api",
-    "loader",
-    "ingest",
-    "transform",
-    "dashboard",
-];
+/// In start-up order: each one's dependencies come before it (the list `cargo xtask up`
+/// starts by name).
+pub use xtask::up::SERVICES;
 
 /// Extra or overriding environment for one service: `(service, variable, value)`.
 pub type Override = (&'static str, &'static str, String);

@@ -890,8 +890,9 @@ async fn run(root: &Path, pg: &Postgres, shutdown: &Shutdown) -> anyhow::Result<
 /// A service's environment: `(variable, value)`.
 type Env = Vec<(&'static str, String)>;
 
-/// The components started one by one above, each with its own settings.
-const STARTED_BY_NAME: [&str; 6] = [
+/// The services `run` starts one by one, each with its own settings, in start-up order
+/// (each one's dependencies come before it); `tests/procs.rs` starts them the same way.
+pub const SERVICES: [&str; 6] = [
     "analytics",
     "api",
     "loader",
@@ -921,7 +922,7 @@ pub fn scaffolded(
         let (Some(image), Some(admin)) = (&c.image, c.ports.get("admin")) else {
             continue; // PostgreSQL, the set-up Jobs
         };
-        if STARTED_BY_NAME.contains(&name.as_str()) {
+        if SERVICES.contains(&name.as_str()) {
             continue;
         }
         let mut env = match &c.db_role {
