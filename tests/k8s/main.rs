@@ -10,6 +10,7 @@ mod database;
 mod netpol;
 mod pods;
 mod rbac;
+mod release;
 mod render;
 mod scheduling;
 
