@@ -51,9 +51,12 @@ for f, pin in [(".ci/tools.sh", r"^([A-Z_]+_VERSION)=(\S+)$"), ("Dockerfile", r"
                and x.group(0).rstrip().endswith(m[0].split("=", 1)[1])]
         if not hit:
             problems.append(f"{f}: {m[1]}={m[2]} has no `# renovate: datasource=... depName=...` line above it")
+# Datasources Renovate has for what these files pin (a Debian package's version needs
+# the `deb` datasource's registryUrls in renovate.json as well).
+KNOWN = {"pypi", "crate", "npm", "deb", "docker", "github-releases", "github-tags"}
 for (f, dep), m in found.items():
-    if m["datasource"] not in {"pypi", "crate"}:
-        problems.append(f"{f}: {dep}: datasource {m['datasource']} (expected pypi or crate)")
+    if m["datasource"] not in KNOWN:
+        problems.append(f"{f}: {dep}: datasource {m['datasource']} is not one of {sorted(KNOWN)}")
 
 # 2. The CloudNativePG image: found wherever it is named, one tag and digest everywhere.
 images = {(m["currentValue"], m["currentDigest"]) for _, m in matches(cnpg)}
