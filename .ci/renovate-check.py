@@ -5,7 +5,8 @@ check-jsonschema (vendor.renovate) checks the configuration's shape; this checks
 the schema cannot: that each regex manager's patterns name existing files and that its
 matchStrings capture every pin there, so a tool added to .ci/tools.sh without its
 `# renovate:` comment, or a pin moved out of a pattern's reach, fails CI instead of
-silently never being updated. Renovate's regexes are JavaScript's: `(?<name>` becomes
+silently never being updated. A pin no Renovate datasource can follow is declared with
+`# renovate: manual (<why>)` above it instead. Renovate's regexes are JavaScript's: `(?<name>` becomes
 Python's `(?P<name>`.
 """
 
@@ -49,8 +50,14 @@ for f, pin in [(".ci/tools.sh", r"^([A-Z_]+_VERSION)=(\S+)$"), ("Dockerfile", r"
     for m in re.finditer(pin, (ROOT / f).read_text(), re.M):
         hit = [x for (ff, _), x in found.items() if ff == f and x["currentValue"] == m[2]
                and x.group(0).rstrip().endswith(m[0].split("=", 1)[1])]
-        if not hit:
-            problems.append(f"{f}: {m[1]}={m[2]} has no `# renovate: datasource=... depName=...` line above it")
+        # A pin Renovate cannot follow says so, with its reason, on the line above:
+        # `# renovate: manual (<why>)`; it is then updated by hand.
+        text = (ROOT / f).read_text()
+        above = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
+        manual = re.fullmatch(r"# renovate: manual \(.+\)", above)
+        if not hit and not manual:
+            problems.append(f"{f}: {m[1]}={m[2]} has no `# renovate: datasource=... depName=...` "
+                            "(or `# renovate: manual (why)`) line above it")
 # Datasources Renovate has for what these files pin (a Debian package's version needs
 # the `deb` datasource's registryUrls in renovate.json as well).
 KNOWN = {"pypi", "crate", "npm", "deb", "docker", "github-releases", "github-tags"}
