@@ -132,7 +132,9 @@ async fn analytics_killed_or_frozen_under_load_is_answered_quickly_and_recovers(
     );
     let slowest = max_latency(&killed);
     assert!(slowest <= ANALYTICS_TIMEOUT + SLACK, "killed: {slowest:?}");
+    let killed_503 = killed.iter().filter(|a| a.status == 503).count();
     figure(scenario, "killed: answers", killed.len() as f64, "");
+    figure(scenario, "killed: of them 503", killed_503 as f64, "");
     figure(scenario, "killed: max latency", ms(slowest), "ms");
     figure(
         scenario,
