@@ -116,6 +116,27 @@ pub fn secret_file(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// What a service reads to reach `database` on `pg` as `role`: the server, and the
+/// role's password from its generated secret file.
+pub fn database_env(
+    pg: &Postgres,
+    database: &str,
+    role: &str,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    Ok(vec![
+        ("DATABASE_HOST", pg.admin.get_host().to_owned()),
+        ("DATABASE_PORT", pg.admin.get_port().to_string()),
+        ("DATABASE_NAME", database.to_owned()),
+        ("DATABASE_USER", role.to_owned()),
+        (
+            "DATABASE_PASSWORD_FILE",
+            secret_file(&format!("{role}.password"))?
+                .to_string_lossy()
+                .into_owned(),
+        ),
+    ])
+}
+
 /// Creates the `beacon` database if needed, roles, passwords (from generated files)
 /// and runs the migrations. Returns the admin pool on that database.
 pub async fn migrate(pg: &Postgres, database: &str) -> anyhow::Result<PgPool> {
@@ -219,22 +240,7 @@ async fn run(root: &Path, pg: &Postgres, shutdown: &Shutdown) -> anyhow::Result<
             .cloned()
             .with_context(|| format!("cargo build made no `{name}` executable"))
     };
-    let host = pg.admin.get_host().to_owned();
-    let port = pg.admin.get_port().to_string();
-    let db_env = |role: &str| -> anyhow::Result<Vec<(&'static str, String)>> {
-        Ok(vec![
-            ("DATABASE_HOST", host.clone()),
-            ("DATABASE_PORT", port.clone()),
-            ("DATABASE_NAME", "beacon".into()),
-            ("DATABASE_USER", role.into()),
-            (
-                "DATABASE_PASSWORD_FILE",
-                secret_file(&format!("{role}.password"))?
-                    .to_string_lossy()
-                    .into_owned(),
-            ),
-        ])
-    };
+    let db_env = |role: &str| database_env(pg, "beacon", role);
     let c = |f: &str| certs.join(f).to_string_lossy().into_owned();
     let jwt = ("BEACON_JWT_PUBLIC_KEY_FILE", c("jwt-public.pem"));
     let tls = |name: &str| {
