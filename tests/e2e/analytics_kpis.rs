@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use beacon_e2e::{Stack, expected_attribution, same_currency_tenants};
-use domain::{Event, EventType};
+use domain::{Event, EventType, format_date as date};
 use proto::analytics::v1::{
     AnomaliesRequest, AttributionRequest, ChannelsRequest, DateRange, Granularity, Kpi,
     ListCampaignsRequest, OverviewRequest, TimeSeriesRequest, Totals,
@@ -59,10 +59,6 @@ fn group_by<K: Ord>(
         out.entry(key(e)).or_insert_with(Sums::default).add(e);
     }
     out
-}
-
-fn date(d: Date) -> String {
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 fn monday(d: Date) -> Date {

@@ -76,6 +76,19 @@ async fn a_revoked_token_is_refused_everywhere_until_it_expires(admin: PgPool) {
         );
     }
 
+    // The currency is analytics' to validate (domain's rule, once): the api passes its
+    // refusal through as a 400 problem with analytics' words.
+    let r = stack
+        .client
+        .get(format!("{}/v1/overview?currency=euro", stack.api_url))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["detail"], "currency must be an ISO 4217 code");
+
     // The deny-list row lives until the token's expiry, is the tenant's own (tenant B
     // cannot see it) and is audited.
     let (jti, expires_at): (uuid::Uuid, time::OffsetDateTime) =

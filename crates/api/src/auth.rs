@@ -167,50 +167,102 @@ struct Grant {
     kind: &'static str,
 }
 
-/// A refused grant: a failure on both keys, an audit row (tenant and actor when the
-/// account or key exists), and the one answer every refusal gets.
-async fn refuse(
-    state: &AppState,
-    meta: &Meta,
-    attempts: Attempts<'_>,
-    grant: &'static str,
+/// Why a well-formed credential was refused: the account or key when it exists (its
+/// tenant and actor, for the audit row), and the reason (logged and audited, never
+/// told the caller).
+struct Refusal {
     who: Option<(Uuid, String)>,
     reason: &'static str,
-) -> Problem {
-    attempts.failed();
-    let (tenant, actor) = match who {
-        Some((tenant, actor)) => (Some(tenant), actor),
-        None => (None, "anonymous".to_owned()),
-    };
-    let event = Event {
-        actor: &actor,
-        action: action::LOGIN,
-        outcome: "failure",
-        details: json!({ "grant": grant, "reason": reason }),
-    };
-    audit::record(&state.pool, tenant, meta, event).await;
-    tracing::info!(grant, reason, "login refused");
-    invalid_credentials()
 }
 
-/// The password grant. The account key is the canonical e-mail (the form PostgreSQL
-/// stores and compares), built only from a valid address; an invalid one costs an
-/// address failure and no look-up. Unknown account and wrong password do the same
-/// work (a look-up and one verification) and get the same answer.
-async fn password_grant(
-    state: &AppState,
-    meta: &Meta,
-    address: Option<&str>,
-    username: &str,
-    password: String,
-) -> Result<Grant, ApiError> {
-    let email = Email::parse(username);
-    let account = email.as_ref().map(|e| format!("user:{e}"));
-    let attempts = state.throttle.begin(account.as_deref(), address)?;
-    let Some(email) = email.filter(|_| password.len() <= 1024) else {
+/// A credential in the form the look-up needs, with its throttle key.
+enum Credential {
+    /// A valid e-mail address (canonical) and a password of acceptable length.
+    Password { email: Email, password: String },
+    /// An API key's public prefix and the hash of its secret.
+    Key { prefix: String, hash: Vec<u8> },
+}
+
+impl Credential {
+    /// The grant's name, the per-account throttle key when the account can be named
+    /// (the canonical e-mail, the form PostgreSQL stores and compares, or the key's
+    /// public prefix), and the credential when it is well-formed.
+    fn parse(request: TokenRequest) -> (&'static str, Option<String>, Option<Self>) {
+        match request {
+            TokenRequest::Password { username, password } => {
+                let email = Email::parse(&username);
+                let account = email.as_ref().map(|e| format!("user:{e}"));
+                let credential = email
+                    .filter(|_| password.len() <= 1024)
+                    .map(|email| Self::Password { email, password });
+                ("password", account, credential)
+            }
+            TokenRequest::ClientCredentials { client_secret } => {
+                let key = parse_api_key(&client_secret);
+                let account = key.as_ref().map(|(prefix, _)| format!("key:{prefix}"));
+                let credential = key.map(|(prefix, hash)| Self::Key { prefix, hash });
+                ("client_credentials", account, credential)
+            }
+        }
+    }
+}
+
+/// Every grant takes this one path: throttled on the account and the client address;
+/// a malformed credential costs an address failure and no look-up; a refusal is a
+/// failure on both keys, an audit row and the one answer every refusal gets.
+async fn grant(state: &AppState, meta: &Meta, request: TokenRequest) -> Result<Grant, ApiError> {
+    let address = meta.client_addr.as_deref().map(address_key);
+    let (kind, account, credential) = Credential::parse(request);
+    let attempts = state
+        .throttle
+        .begin(account.as_deref(), address.as_deref())?;
+    let Some(credential) = credential else {
         attempts.failed();
         return Err(invalid_credentials().into());
     };
+    let checked = match credential {
+        Credential::Password { email, password } => check_password(state, &email, password).await?,
+        Credential::Key { prefix, hash } => check_key(state, &prefix, &hash).await?,
+    };
+    match checked {
+        Ok((sub, tenant, scopes)) => {
+            attempts.succeeded();
+            Ok(Grant {
+                sub,
+                tenant,
+                scopes,
+                kind,
+            })
+        }
+        Err(Refusal { who, reason }) => {
+            attempts.failed();
+            let (tenant, actor) = match who {
+                Some((tenant, actor)) => (Some(tenant), actor),
+                None => (None, "anonymous".to_owned()),
+            };
+            let event = Event {
+                actor: &actor,
+                action: action::LOGIN,
+                outcome: "failure",
+                details: json!({ "grant": kind, "reason": reason }),
+            };
+            audit::record(&state.pool, tenant, meta, event).await;
+            tracing::info!(grant = kind, reason, "login refused");
+            Err(invalid_credentials().into())
+        }
+    }
+}
+
+/// A credential's verdict: the subject, tenant and scopes it grants, or why not.
+type Checked = Result<(String, Uuid, String), Refusal>;
+
+/// The password check. Unknown account and wrong password do the same work (a
+/// look-up and one verification, a bounded number at a time) and get the same answer.
+async fn check_password(
+    state: &AppState,
+    email: &Email,
+    password: String,
+) -> Result<Checked, ApiError> {
     let permit = state.hashing.try_acquire().inspect_err(|_| {
         metrics::counter!("api_login_busy_total").increment(1);
         tracing::warn!("password verification busy");
@@ -225,101 +277,56 @@ async fn password_grant(
     let password_ok = permit
         .verify(password, row.as_ref().map(|r| r.password_hash.clone()))
         .await;
-    match row {
-        Some(LoginRow {
-            user_id,
-            tenant_id,
-            role,
-            disabled: false,
-            ..
-        }) if password_ok => {
-            attempts.succeeded();
-            let scopes = if role == "admin" {
+    Ok(match row {
+        Some(r) if password_ok && !r.disabled => {
+            let scopes = if r.role == "admin" {
                 format!("{} {}", scope::KPIS_READ, scope::TENANT_ADMIN)
             } else {
                 scope::KPIS_READ.to_owned()
             };
-            Ok(Grant {
-                sub: format!("user:{user_id}"),
-                tenant: tenant_id,
-                scopes,
-                kind: "password",
-            })
+            Ok((format!("user:{}", r.user_id), r.tenant_id, scopes))
         }
-        row => {
-            let (who, reason) = match &row {
-                Some(r) => (
-                    Some((r.tenant_id, format!("user:{}", r.user_id))),
-                    if r.disabled && password_ok {
-                        "disabled"
-                    } else {
-                        "wrong password"
-                    },
-                ),
-                None => (None, "unknown account"),
-            };
-            Err(refuse(state, meta, attempts, "password", who, reason)
-                .await
-                .into())
-        }
-    }
+        Some(r) => Err(Refusal {
+            who: Some((r.tenant_id, format!("user:{}", r.user_id))),
+            reason: if password_ok {
+                "disabled"
+            } else {
+                "wrong password"
+            },
+        }),
+        None => Err(Refusal {
+            who: None,
+            reason: "unknown account",
+        }),
+    })
 }
 
-/// The client-credentials grant: an API key, keyed on its public prefix.
-async fn key_grant(
-    state: &AppState,
-    meta: &Meta,
-    address: Option<&str>,
-    client_secret: &str,
-) -> Result<Grant, ApiError> {
-    let parsed = parse_api_key(client_secret);
-    let account = parsed.as_ref().map(|(prefix, _)| format!("key:{prefix}"));
-    let attempts = state.throttle.begin(account.as_deref(), address)?;
-    let Some((prefix, hash)) = parsed else {
-        attempts.failed();
-        return Err(invalid_credentials().into());
-    };
+/// The API-key check: the secret's hash compared in constant time; a key that works
+/// records its last use.
+async fn check_key(state: &AppState, prefix: &str, hash: &[u8]) -> Result<Checked, ApiError> {
     let row: Option<KeyRow> = sqlx::query_as(
         "SELECT key_id, tenant_id, secret_hash, scopes, revoked FROM app.api_key_lookup($1)",
     )
-    .bind(&prefix)
+    .bind(prefix)
     .fetch_optional(&state.pool)
     .await
     .context("looking up an API key")?;
-    match row {
-        Some(KeyRow {
-            key_id,
-            tenant_id,
-            secret_hash,
-            scopes,
-            revoked: false,
-        }) if constant_time_eq(&secret_hash, &hash) => {
-            attempts.succeeded();
-            if let Err(e) = mark_key_used(state, tenant_id, key_id).await {
+    Ok(match row {
+        Some(r) if !r.revoked && constant_time_eq(&r.secret_hash, hash) => {
+            if let Err(e) = mark_key_used(state, r.tenant_id, r.key_id).await {
                 tracing::warn!(error = %e, "cannot record the key's last use");
             }
-            Ok(Grant {
-                sub: format!("key:{key_id}"),
-                tenant: tenant_id,
-                scopes: scopes.join(" "),
-                kind: "client_credentials",
-            })
+            Ok((format!("key:{}", r.key_id), r.tenant_id, r.scopes.join(" ")))
         }
-        row => {
-            let (who, reason) = match &row {
-                Some(r) => (
-                    Some((r.tenant_id, format!("key:{}", r.key_id))),
-                    if r.revoked { "revoked" } else { "wrong secret" },
-                ),
-                None => (None, "unknown key"),
-            };
-            Err(
-                refuse(state, meta, attempts, "client_credentials", who, reason)
-                    .await
-                    .into(),
-            )
-        }
-    }
+        Some(r) => Err(Refusal {
+            who: Some((r.tenant_id, format!("key:{}", r.key_id))),
+            reason: if r.revoked { "revoked" } else { "wrong secret" },
+        }),
+        None => Err(Refusal {
+            who: None,
+            reason: "unknown key",
+        }),
+    })
 }
 
 /// Records the key's last use in a transaction of its own: a failure is logged by the
@@ -339,20 +346,12 @@ pub async fn token(
     meta: Meta,
     AppJson(request): AppJson<TokenRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let address = meta.client_addr.as_deref().map(address_key);
     let Grant {
         sub,
         tenant,
         scopes,
         kind: grant,
-    } = match request {
-        TokenRequest::Password { username, password } => {
-            password_grant(&state, &meta, address.as_deref(), &username, password).await?
-        }
-        TokenRequest::ClientCredentials { client_secret } => {
-            key_grant(&state, &meta, address.as_deref(), &client_secret).await?
-        }
-    };
+    } = grant(&state, &meta, request).await?;
     let (access_token, claims) = state.signer.sign(sub, tenant, &scopes).map_err(|e| {
         tracing::error!(error = %e, "signing failed");
         Problem::internal()

@@ -41,18 +41,16 @@ where
     within(state.analytics_timeout + Duration::from_millis(250), f).await
 }
 
-/// The currency the caller names, or the tenant's reporting currency (cached for a
-/// minute: it almost never changes).
+/// The currency the caller names (analytics validates it, with `domain`'s rule, like
+/// the range), or the tenant's reporting currency (cached for a minute: it almost
+/// never changes).
 async fn currency(
     state: &AppState,
     tenant: &Tenant,
-    wanted: Option<&str>,
+    wanted: Option<String>,
 ) -> Result<String, ApiError> {
     if let Some(c) = wanted {
-        return match domain::Currency::parse(c) {
-            Some(c) => Ok(c.to_string()),
-            None => Err(bad_request("currency must be an ISO 4217 code").into()),
-        };
+        return Ok(c);
     }
     if let Some(c) = state.currencies.get(&tenant.id()) {
         return Ok(c);
@@ -109,7 +107,7 @@ pub async fn overview(
     tenant: Tenant,
     AppQuery(q): AppQuery<RangeQuery>,
 ) -> Result<Json<Overview>, ApiError> {
-    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
+    let currency = currency(&state, &tenant, q.currency).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
@@ -171,7 +169,7 @@ pub async fn campaigns(
         .map(|t| text("page_token", t, 200))
         .transpose()?
         .unwrap_or_default();
-    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
+    let currency = currency(&state, &tenant, q.currency).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
@@ -236,7 +234,7 @@ pub async fn timeseries(
         .map(|c| text("campaign", c, 200).map_err(|p| bad_request(p.detail.unwrap_or_default())))
         .transpose()?;
     let granularity = q.granularity.unwrap_or(Granularity::Day);
-    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
+    let currency = currency(&state, &tenant, q.currency).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
@@ -278,7 +276,7 @@ pub async fn channels(
     tenant: Tenant,
     AppQuery(q): AppQuery<RangeQuery>,
 ) -> Result<Json<Channels>, ApiError> {
-    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
+    let currency = currency(&state, &tenant, q.currency).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
@@ -313,7 +311,7 @@ pub async fn attribution(
     tenant: Tenant,
     AppQuery(q): AppQuery<RangeQuery>,
 ) -> Result<Json<Attribution>, ApiError> {
-    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
+    let currency = currency(&state, &tenant, q.currency).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,
@@ -376,7 +374,7 @@ pub async fn anomalies(
     let params = AnomalyParams::parse(q.baseline_days, q.threshold)
         .map_err(|e| bad_request(e.to_string()))?;
     let kpi = q.kpi.unwrap_or(Kpi::Clicks);
-    let currency = currency(&state, &tenant, q.currency.as_deref()).await?;
+    let currency = currency(&state, &tenant, q.currency).await?;
     let mut client = state.analytics.clone();
     let r = call(
         &state,

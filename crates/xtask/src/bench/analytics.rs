@@ -268,8 +268,7 @@ async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
             platform::tls::grpc_channel(&addr, "analytics", tls, Duration::from_secs(10))?;
 
         let today = time::OffsetDateTime::now_utc().date();
-        let fmt =
-            |d: time::Date| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day());
+        let fmt = domain::format_date;
         let (from, to, prev) = (
             today - time::Duration::days(29),
             today,

@@ -150,7 +150,7 @@ async fn measure(
         Duration::from_secs(10),
     )?;
     let today = time::OffsetDateTime::now_utc().date();
-    let iso = |d: time::Date| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day());
+    let iso = domain::format_date;
     // The same request the api makes for GET /v1/overview without parameters.
     let request = OverviewRequest {
         tenant_id: field("tenant_id")?,

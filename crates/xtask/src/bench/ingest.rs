@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use super::{build_release, machine, peak_rss_kib};
-use crate::up::{Postgres, dev_dir, free_port, migrate, secret_file, workspace_root};
+use crate::up::{Postgres, database_env, dev_dir, free_port, migrate, workspace_root};
 
 /// Runs `psql` (its `\copy` is the comparison).
 pub const TOOLS: &[super::Tool] = &[("psql", "postgresql-client")];
@@ -108,22 +108,7 @@ async fn bench(opts: &Options, bin: &Path, pg: &Postgres) -> anyhow::Result<()> 
     let tenant = Uuid::new_v5(&Uuid::NAMESPACE_DNS, b"bench.beacon.local");
     let (token, _) = signer.sign("key:bench".into(), tenant, "events:write")?;
 
-    let host = pg.admin.get_host().to_owned();
-    let port = pg.admin.get_port().to_string();
-    let db_env = |role: &str| -> anyhow::Result<Vec<(&'static str, String)>> {
-        Ok(vec![
-            ("DATABASE_HOST", host.clone()),
-            ("DATABASE_PORT", port.clone()),
-            ("DATABASE_NAME", DATABASE.into()),
-            ("DATABASE_USER", role.into()),
-            (
-                "DATABASE_PASSWORD_FILE",
-                secret_file(&format!("{role}.password"))?
-                    .to_string_lossy()
-                    .into_owned(),
-            ),
-        ])
-    };
+    let db_env = |role: &str| database_env(pg, DATABASE, role);
     let jwt = (
         "BEACON_JWT_PUBLIC_KEY_FILE",
         certs.join("jwt-public.pem").to_string_lossy().into_owned(),

@@ -1,21 +1,13 @@
-//! Rate limiting primitives shared by every service. Two shapes:
+//! [`FailureBackoff`]: exponential backoff on *failed attempts* per key (an account, a
+//! client address, an API-key prefix), used by the API's credential endpoints. The
+//! first `free_failures` failures within `window` cost nothing, every further one
+//! doubles the wait before the next attempt, up to `max_delay`; a success resets it.
+//! An attempt is admitted with [`FailureBackoff::begin`] and counts as a failure while
+//! it runs, so a burst of parallel attempts on one key cannot all start before the
+//! first failure is recorded.
 //!
-//! - [`RateLimiter`]: a keyed token bucket (`per_second`, `burst`) for request rates,
-//!   used by ingest per tenant.
-//! - [`FailureBackoff`]: exponential backoff on *failed attempts* per key (an account,
-//!   a client address, an API-key prefix), used by the API's credential endpoints:
-//!   the first `free_failures` failures within `window` cost nothing, every further one
-//!   doubles the wait before the next attempt, up to `max_delay`; a success resets it.
-//!   An attempt is admitted with [`FailureBackoff::begin`] and counts as a failure while
-//!   it runs, so a burst of parallel attempts on one key cannot all start before the
-//!   first failure is recorded.
-//!
-//! [`RateLimiter::sample`] turns the token bucket into a sampler for repetitive records
-//! (one audit row per burst, with the count of those left out).
-//!
-//! Both are in-process and per replica: with N replicas a caller gets up to N times the
-//! allowance, which still bounds abuse of one process (a global limit needs shared
-//! state, such as a gateway, and is out of scope). Memory is bounded by `max_keys`.
+//! Hand-written on purpose: this is not a rate (governor's limiters count cells per
+//! period, not failures with a growing penalty and attempts in flight).
 
 use std::{
     collections::HashMap,
@@ -348,155 +340,5 @@ mod tests {
         assert!(b.len() <= 4, "{} keys tracked", b.len());
         let wait = b.check_all(["a", "b"]);
         assert!(wait.is_ok());
-    }
-}
-
-// ------------------------------------------------------------------ token bucket
-
-use std::hash::Hash;
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-    /// Refusals since the last admitted call (for [`RateLimiter::sample`]).
-    refused: u64,
-}
-
-/// `per_second` requests on average, bursts of up to `burst`, per key.
-#[derive(Debug)]
-pub struct RateLimiter<K> {
-    per_second: f64,
-    burst: f64,
-    max_keys: usize,
-    buckets: Mutex<HashMap<K, Bucket>>,
-}
-
-impl<K: Hash + Eq + Clone> RateLimiter<K> {
-    /// `per_second <= 0` disables the limit.
-    pub fn new(per_second: f64, burst: u32) -> Self {
-        Self {
-            per_second,
-            burst: f64::from(burst.max(1)),
-            max_keys: 100_000,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one token for `key`, or says how long to wait before one is available.
-    pub fn check(&self, key: &K) -> Result<(), Duration> {
-        self.check_at(key, Instant::now())
-    }
-
-    fn check_at(&self, key: &K, now: Instant) -> Result<(), Duration> {
-        self.take(key, now).map(|_| ())
-    }
-
-    /// For records that may repeat without bound (a client hammering a forbidden
-    /// route): `Some(n)` when this one may be written, `n` being how many of the key
-    /// were refused since the last one written (write it with the record); `None` when
-    /// this one is only counted.
-    pub fn sample(&self, key: &K) -> Option<u64> {
-        self.take(key, Instant::now()).ok()
-    }
-
-    /// Takes a token; on success returns the refusals counted since the last success.
-    fn take(&self, key: &K, now: Instant) -> Result<u64, Duration> {
-        if self.per_second <= 0.0 {
-            return Ok(0);
-        }
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() >= self.max_keys && !buckets.contains_key(key) {
-            let (rate, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
-            });
-        }
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
-            tokens: self.burst,
-            last: now,
-            refused: 0,
-        });
-        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(std::mem::take(&mut bucket.refused))
-        } else {
-            bucket.refused = bucket.refused.saturating_add(1);
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / self.per_second,
-            ))
-        }
-    }
-}
-
-/// Whole seconds for a `Retry-After` header: never 0, rounded up.
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
-}
-
-#[cfg(test)]
-mod token_bucket_tests {
-    use super::*;
-
-    #[test]
-    fn bursts_then_refills_per_key() {
-        let limiter = RateLimiter::new(2.0, 3);
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert!(limiter.check_at(&"a", t0).is_ok());
-        }
-        let wait = limiter.check_at(&"a", t0).unwrap_err();
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
-        // Another key is not affected.
-        assert!(limiter.check_at(&"b", t0).is_ok());
-        // Half a second later one token is back.
-        assert!(
-            limiter
-                .check_at(&"a", t0 + Duration::from_millis(500))
-                .is_ok()
-        );
-        assert!(
-            limiter
-                .check_at(&"a", t0 + Duration::from_millis(500))
-                .is_err()
-        );
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
-    }
-
-    #[test]
-    fn sampling_counts_what_it_leaves_out() {
-        let limiter = RateLimiter::new(1.0, 2);
-        let t0 = Instant::now();
-        assert_eq!(limiter.take(&"a", t0), Ok(0));
-        assert_eq!(limiter.take(&"a", t0), Ok(0));
-        for _ in 0..5 {
-            assert!(limiter.take(&"a", t0).is_err());
-        }
-        assert_eq!(limiter.take(&"b", t0), Ok(0), "keys are independent");
-        // The next record admitted carries the five left out, then the count restarts.
-        assert_eq!(limiter.take(&"a", t0 + Duration::from_secs(1)), Ok(5));
-        assert!(limiter.take(&"a", t0 + Duration::from_secs(1)).is_err());
-        assert_eq!(limiter.take(&"a", t0 + Duration::from_secs(2)), Ok(1));
-        assert_eq!(limiter.sample(&"c"), Some(0));
-    }
-
-    #[test]
-    fn memory_is_bounded() {
-        let mut limiter = RateLimiter::new(1000.0, 1);
-        limiter.max_keys = 10;
-        let t0 = Instant::now();
-        for k in 0..100 {
-            let _ = limiter.check_at(&k, t0 + Duration::from_secs(k));
-        }
-        assert!(limiter.buckets.lock().unwrap().len() <= 11);
-        assert!(RateLimiter::new(0.0, 1).check(&1).is_ok());
     }
 }
