@@ -148,6 +148,10 @@ impl Stack {
             tls: self.tls_files("api"),
             cors_origins: Vec::new(),
             protection: api::Protection::default(),
+            subject_hash_key_file: self
+                .cert(xtask::secrets::SUBJECT_HASH_KEY)
+                .to_string_lossy()
+                .into_owned(),
         }
     }
 
@@ -157,6 +161,7 @@ impl Stack {
         db::setup(&admin).await?;
         let certs = tempfile::tempdir()?;
         xtask::certs::generate(certs.path())?;
+        xtask::secrets::subject_hash_key(certs.path())?;
         let shutdown = Shutdown::new();
         let http = HttpLimits {
             body_bytes: 1024 * 1024,

@@ -235,7 +235,12 @@ async fn password_grant(
         }) if password_ok => {
             attempts.succeeded();
             let scopes = if role == "admin" {
-                format!("{} {}", scope::KPIS_READ, scope::TENANT_ADMIN)
+                format!(
+                    "{} {} {}",
+                    scope::KPIS_READ,
+                    scope::TENANT_ADMIN,
+                    scope::SUBJECTS_ERASE
+                )
             } else {
                 scope::KPIS_READ.to_owned()
             };

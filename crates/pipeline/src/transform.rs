@@ -69,6 +69,9 @@ pub struct Settings {
     pub retry_max: Duration,
     /// Tenants worked on at once by one replica (database connections in use).
     pub concurrency: usize,
+    /// Events one subject-erasure step deletes at most (one transaction; see
+    /// [`crate::erasure`]).
+    pub erasure_batch: i32,
 }
 
 impl Default for Settings {
@@ -81,6 +84,7 @@ impl Default for Settings {
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(15 * 60),
             concurrency: 2,
+            erasure_batch: 10_000,
         }
     }
 }
@@ -148,6 +152,12 @@ impl Config {
                 1,
                 64,
             )?,
+            erasure_batch: in_range(
+                "BEACON_ERASURE_BATCH_EVENTS",
+                config::or("BEACON_ERASURE_BATCH_EVENTS", d.erasure_batch)?,
+                1,
+                1_000_000,
+            )?,
         };
         let mut db = DbConfig::from_env("beacon_transform", "transform")?;
         // A batch job: one chunk's statements get more than the services' seconds; a
@@ -177,6 +187,10 @@ pub struct RunStats {
     pub days_set_aside: i64,
     /// Transactions (chunks) of facts committed.
     pub chunks: i64,
+    /// Subject-erasure steps that advanced an erasure (see [`crate::erasure`]).
+    pub erasure_steps: i64,
+    /// Raw events deleted by subject erasures.
+    pub events_erased: i64,
 }
 
 impl std::ops::AddAssign for RunStats {
@@ -186,6 +200,8 @@ impl std::ops::AddAssign for RunStats {
         self.attribution_days += o.attribution_days;
         self.days_set_aside += o.days_set_aside;
         self.chunks += o.chunks;
+        self.erasure_steps += o.erasure_steps;
+        self.events_erased += o.events_erased;
     }
 }
 
@@ -193,7 +209,7 @@ impl std::ops::AddAssign for RunStats {
 const POLL: Duration = Duration::from_millis(250);
 
 /// Advisory-lock namespace of the per-tenant facts work (first key of the pair).
-const FACTS_LOCK: i32 = 0x6265_6163; // "beac"
+pub(crate) const FACTS_LOCK: i32 = 0x6265_6163; // "beac"
 
 /// Processes everything committed and due once, with the default settings.
 pub async fn run_once(pool: &PgPool) -> anyhow::Result<RunStats> {
@@ -232,6 +248,7 @@ pub async fn run_once_with(pool: &PgPool, settings: &Settings) -> anyhow::Result
                 running.spawn(async move {
                     let result = async {
                         let mut stats = aggregate_chunk(&pool, tenant, &settings).await?;
+                        stats += crate::erasure::step(&pool, tenant, &settings).await?;
                         stats += attribute_next_day(&pool, tenant, &settings).await?;
                         anyhow::Ok(stats)
                     }
@@ -258,7 +275,9 @@ pub async fn run_once_with(pool: &PgPool, settings: &Settings) -> anyhow::Result
         match result {
             // A turn that took nothing or only set a day aside: done for this run
             // (a set-aside day waits for its backoff, whatever the settings say).
-            Ok(stats) if stats.chunks == 0 && stats.attribution_days == 0 => {
+            Ok(stats)
+                if stats.chunks == 0 && stats.attribution_days == 0 && stats.erasure_steps == 0 =>
+            {
                 idle.insert(tenant);
                 total += stats;
             }
@@ -283,12 +302,14 @@ pub async fn run_once_with(pool: &PgPool, settings: &Settings) -> anyhow::Result
     Ok(total)
 }
 
-/// Tenants with committed batches or due attribution days.
+/// Tenants with committed batches, due attribution days or open subject erasures.
 async fn tenants_with_work(pool: &PgPool) -> anyhow::Result<Vec<Uuid>> {
     Ok(sqlx::query_scalar(
         "SELECT tenant_id FROM raw.batches
          UNION
-         SELECT tenant_id FROM output.attribution_work WHERE not_before <= now()",
+         SELECT tenant_id FROM output.attribution_work WHERE not_before <= now()
+         UNION
+         SELECT tenant_id FROM app.erasures WHERE status <> 'completed'",
     )
     .fetch_all(pool)
     .await?)

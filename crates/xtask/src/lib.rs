@@ -16,4 +16,5 @@ pub mod private_file;
 pub mod scratch;
 pub mod secrets;
 pub mod seed;
+pub mod tenant;
 pub mod up;
