@@ -229,9 +229,14 @@ async fn erasing_a_subject_recomputes_every_number_from_the_remaining_events(adm
     events_a.extend_from_slice(&subject_a[..5]);
     events_b.extend_from_slice(&subject_b);
     stack.transform().await;
-    // Late: the rest of the subject and other users' events, one batch each.
+    // Late: other users' events, then the rest of the subject, one batch each (the
+    // transform takes the oldest batch first, so the subject's are still queued when
+    // the first erasure steps delete them).
     let late = xtask::seed::generate_events(99, 12, 10, a.currency, now);
-    let late: Vec<Event> = subject_a[5..].iter().cloned().chain(late).collect();
+    let late: Vec<Event> = late
+        .into_iter()
+        .chain(subject_a[5..].iter().cloned())
+        .collect();
     push(&stack, &token_a, &late, 1).await;
     events_a.extend_from_slice(&late);
     let mut owner = stack.owner().await;
