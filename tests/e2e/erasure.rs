@@ -42,8 +42,11 @@ fn expected_facts(events: &[Event]) -> Facts {
     out
 }
 
+/// A facts row as read: the key, then the five counters.
+type FactsRow = (time::Date, String, String, String, i64, i64, i64, i64, i64);
+
 async fn actual_facts(owner: &mut PgConnection, tenant: Uuid) -> Facts {
-    let rows: Vec<(time::Date, String, String, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+    let rows: Vec<FactsRow> = sqlx::query_as(
         "SELECT day, campaign, channel, currency::text, impressions, clicks, conversions,
                     spend_micros, revenue_micros
              FROM output.daily_campaign_facts WHERE tenant_id = $1",
