@@ -357,6 +357,25 @@ impl Drop for Stack {
 /// (day, campaign, channel, currency, model) of an `output.attribution` row.
 pub type AttributionKey = (time::Date, String, String, String, String);
 
+/// `output.attribution` of `tenant` as read by the owner, keyed like
+/// [`expected_attribution`].
+pub async fn actual_attribution(
+    owner: &mut PgConnection,
+    tenant: uuid::Uuid,
+) -> std::collections::BTreeMap<AttributionKey, (i64, i64)> {
+    let rows: Vec<(time::Date, String, String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT day, campaign, channel, currency::text, model, conversions_micros, revenue_micros
+         FROM output.attribution WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_all(owner)
+    .await
+    .expect("reading output.attribution");
+    rows.into_iter()
+        .map(|(d, c, ch, cur, m, conv, rev)| ((d, c, ch, cur, m), (conv, rev)))
+        .collect()
+}
+
 /// The transform's default attribution window (pipeline::transform::Settings).
 pub const ATTRIBUTION_WINDOW_DAYS: i64 = 30;
 

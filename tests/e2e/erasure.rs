@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use beacon_e2e::{Stack, expected_attribution, same_currency_tenants};
+use beacon_e2e::{Stack, actual_attribution, expected_attribution, same_currency_tenants};
 use domain::{Currency, Event, EventType};
 use pipeline::transform::Settings;
 use serde_json::Value;
@@ -57,23 +57,6 @@ async fn actual_facts(owner: &mut PgConnection, tenant: Uuid) -> Facts {
     .unwrap();
     rows.into_iter()
         .map(|(d, c, ch, cur, i, k, v, s, r)| ((d, c, ch, cur), [i, k, v, s, r]))
-        .collect()
-}
-
-async fn actual_attribution(
-    owner: &mut PgConnection,
-    tenant: Uuid,
-) -> BTreeMap<beacon_e2e::AttributionKey, (i64, i64)> {
-    let rows: Vec<(time::Date, String, String, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT day, campaign, channel, currency::text, model, conversions_micros, revenue_micros
-         FROM output.attribution WHERE tenant_id = $1",
-    )
-    .bind(tenant)
-    .fetch_all(owner)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|(d, c, ch, cur, m, conv, rev)| ((d, c, ch, cur, m), (conv, rev)))
         .collect()
 }
 
@@ -175,6 +158,16 @@ async fn transform_all(stack: &Stack, settings: &Settings) {
         }
     }
     panic!("the transform did not finish");
+}
+
+/// Raw events of [`SUBJECT`] in `tenant`.
+async fn subject_events_of(owner: &mut PgConnection, tenant: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM raw.events WHERE tenant_id = $1 AND user_key = $2")
+        .bind(tenant)
+        .bind(SUBJECT)
+        .fetch_one(owner)
+        .await
+        .unwrap()
 }
 
 /// Every row of `tenant` in every Beacon table whose text contains `needle`, by table.
@@ -298,15 +291,11 @@ async fn erasing_a_subject_recomputes_every_number_from_the_remaining_events(adm
     );
     assert_eq!(actual_facts(&mut owner, b.id).await, b_facts);
     assert_eq!(actual_attribution(&mut owner, b.id).await, b_attribution);
-    let b_subject: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM raw.events WHERE tenant_id = $1 AND user_key = $2",
-    )
-    .bind(b.id)
-    .bind(SUBJECT)
-    .fetch_one(&mut owner)
-    .await
-    .unwrap();
-    assert_eq!(b_subject, subject_b.len() as i64, "B's subject untouched");
+    assert_eq!(
+        subject_events_of(&mut owner, b.id).await,
+        subject_b.len() as i64,
+        "B's subject untouched"
+    );
 
     // The KPIs the api serves agree: revenue over the whole range is the remaining
     // events' revenue.
@@ -452,15 +441,10 @@ async fn only_the_scope_erases_only_in_its_tenant_and_open_erasures_are_bounded(
         (Some("completed"), Some(0))
     );
     let mut owner = stack.owner().await;
-    let b_left: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM raw.events WHERE tenant_id = $1 AND user_key = $2",
-    )
-    .bind(b.id)
-    .bind(SUBJECT)
-    .fetch_one(&mut owner)
-    .await
-    .unwrap();
-    assert_eq!(b_left, only_b.len() as i64);
+    assert_eq!(
+        subject_events_of(&mut owner, b.id).await,
+        only_b.len() as i64
+    );
     // B cannot see A's erasure: not found, like any id.
     let b_admin = stack.login(&b.admin_email, &b.password).await;
     assert_eq!(

@@ -3,9 +3,9 @@
 //! values computed here, independently, from the fixture events, including late
 //! clicks and conversions and a second run that must change nothing.
 
-use std::{collections::BTreeMap, io::Write as _};
+use std::io::Write as _;
 
-use beacon_e2e::{ATTRIBUTION_WINDOW_DAYS, AttributionKey, Stack, expected_attribution};
+use beacon_e2e::{ATTRIBUTION_WINDOW_DAYS, Stack, actual_attribution, expected_attribution};
 use domain::{Currency, Event, EventType};
 use pipeline::transform::{RunStats, Settings};
 use serde_json::Value;
@@ -178,23 +178,6 @@ async fn csv_gzip_bombs_and_rate_limits(admin: PgPool) {
 }
 
 // ------------------------------------------------------------------ attribution
-
-async fn actual_attribution(
-    owner: &mut PgConnection,
-    tenant: Uuid,
-) -> BTreeMap<AttributionKey, (i64, i64)> {
-    let rows: Vec<(time::Date, String, String, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT day, campaign, channel, currency::text, model, conversions_micros, revenue_micros
-         FROM output.attribution WHERE tenant_id = $1",
-    )
-    .bind(tenant)
-    .fetch_all(owner)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|(d, c, ch, cur, m, conv, rev)| ((d, c, ch, cur, m), (conv, rev)))
-        .collect()
-}
 
 fn event(
     id: &str,

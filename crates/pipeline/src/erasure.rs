@@ -24,18 +24,13 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::transform::{FACTS_LOCK, RunStats, Settings};
+use crate::transform::{RunStats, Settings, try_lock_tenant};
 
 /// Advances the oldest open erasure of `tenant` by one step. Zero stats when the tenant
 /// has none, another replica holds the tenant, or its erasure waits for attribution.
 pub async fn step(pool: &PgPool, tenant: Uuid, settings: &Settings) -> anyhow::Result<RunStats> {
     let mut tx = pool.begin().await?;
-    let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2::text))")
-        .bind(FACTS_LOCK)
-        .bind(tenant)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !mine {
+    if !try_lock_tenant(&mut tx, tenant).await? {
         return Ok(RunStats::default());
     }
     let advanced: Option<(Uuid, i64, String)> =

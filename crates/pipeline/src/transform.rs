@@ -209,7 +209,7 @@ impl std::ops::AddAssign for RunStats {
 const POLL: Duration = Duration::from_millis(250);
 
 /// Advisory-lock namespace of the per-tenant facts work (first key of the pair).
-pub(crate) const FACTS_LOCK: i32 = 0x6265_6163; // "beac"
+const FACTS_LOCK: i32 = 0x6265_6163; // "beac"
 
 /// Processes everything committed and due once, with the default settings.
 pub async fn run_once(pool: &PgPool) -> anyhow::Result<RunStats> {
@@ -315,6 +315,19 @@ async fn tenants_with_work(pool: &PgPool) -> anyhow::Result<Vec<Uuid>> {
     .await?)
 }
 
+/// Takes the tenant's facts lock for the transaction, unless someone else holds it
+/// (another replica's chunk or erasure step): then `false`, nothing waited for.
+pub(crate) async fn try_lock_tenant(
+    tx: &mut sqlx::PgConnection,
+    tenant: Uuid,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2::text))")
+        .bind(FACTS_LOCK)
+        .bind(tenant)
+        .fetch_one(tx)
+        .await
+}
+
 /// Aggregates the next chunk of one tenant's committed batches into the daily facts,
 /// queues the attribution days they touch, and deletes the batches, in one
 /// transaction. Returns zero stats when another replica holds the tenant.
@@ -324,11 +337,7 @@ async fn aggregate_chunk(
     settings: &Settings,
 ) -> anyhow::Result<RunStats> {
     let mut tx = pool.begin().await?;
-    let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2::text))")
-        .bind(FACTS_LOCK)
-        .bind(tenant)
-        .fetch_one(&mut *tx)
-        .await?;
+    let mine = try_lock_tenant(&mut tx, tenant).await?;
     if !mine {
         return Ok(RunStats::default());
     }
