@@ -259,7 +259,10 @@ async fn erasing_a_subject_recomputes_every_number_from_the_remaining_events(adm
     // subject's late events) that are not aggregated yet.
     let settings = Settings {
         chunk_events: 1,
-        erasure_batch: 3,
+        erasure: pipeline::erasure::Limits {
+            batch: 3,
+            scan_rows: 40,
+        },
         ..Settings::default()
     };
     transform_all(&stack, &settings).await;

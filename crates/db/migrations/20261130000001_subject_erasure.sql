@@ -7,10 +7,15 @@
 --                       kept only while its events are being deleted, then erased too.
 --   app.erasure_step    one bounded step of the tenant's oldest open erasure, called
 --                       by the transform under the tenant's facts lock: deletes at most
---                       p_limit events, subtracts them from the daily facts (when they
---                       were aggregated already) and queues the attribution days of
---                       the deleted conversions in output.attribution_work, which the
---                       transform recomputes like any other queued day.
+--                       p_limit of the subject's clicks and as many conversions (found
+--                       through their user_key indexes) and its impressions and spend
+--                       among the next p_scan events of the tenant in primary-key order
+--                       (no index on the ingest path for them: a cursor walks the
+--                       tenant's events once per erasure), subtracts them from the daily
+--                       facts (when they were aggregated already) and queues the
+--                       attribution days of the deleted conversions in
+--                       output.attribution_work, which the transform recomputes like
+--                       any other queued day.
 --
 -- Status: pending (events being deleted; user_key present) -> recomputing (no event
 -- left; user_key gone; waiting for its attribution days) -> completed.
@@ -30,6 +35,8 @@ CREATE TABLE app.erasures (
     -- Conversion days whose attribution must be recomputed (at most one per day of
     -- raw retention).
     days          date[] NOT NULL DEFAULT '{}',
+    -- The scan for impressions and spend: the last event_id of the tenant looked at.
+    scan_after    text,
     erased_at     timestamptz,
     completed_at  timestamptz,
     CONSTRAINT erasures_key_only_while_pending CHECK ((status = 'pending') = (user_key IS NOT NULL))
@@ -54,11 +61,10 @@ ALTER TABLE app.api_keys DROP CONSTRAINT api_keys_scopes_check;
 ALTER TABLE app.api_keys ADD CONSTRAINT api_keys_scopes_check
     CHECK (scopes <@ ARRAY['events:write', 'kpis:read', 'subjects:erase']::text[] AND cardinality(scopes) > 0);
 
--- Every event of a subject is found through an index, so a step costs what it deletes:
--- clicks and conversions already have (tenant_id, user_key, …) indexes; this covers
--- the other types.
-CREATE INDEX events_subject_other_idx ON raw.events (tenant_id, user_key)
-    WHERE user_key IS NOT NULL AND event_type IN ('impression', 'spend');
+-- No new index on raw.events: clicks and conversions have (tenant_id, user_key, …)
+-- indexes already; one for impressions and spend would cost every load 25–35 % more
+-- insert time (docs/BENCHMARKS.md, "Subject erasure"), for the rare erasure. Those are
+-- found by a bounded scan instead.
 
 -- One step of the oldest open erasure of p_tenant. The caller (the transform) holds the
 -- tenant's facts lock, so no chunk of this tenant is being aggregated meanwhile: an
@@ -66,7 +72,7 @@ CREATE INDEX events_subject_other_idx ON raw.events (tenant_id, user_key)
 -- the facts and is simply deleted; any other was, and is subtracted.
 -- Returns the erasure advanced, the events deleted, and its status afterwards; no row
 -- when the tenant has no open erasure or the open one waits for its attribution days.
-CREATE FUNCTION app.erasure_step(p_tenant uuid, p_limit integer)
+CREATE FUNCTION app.erasure_step(p_tenant uuid, p_limit integer, p_scan integer)
     RETURNS TABLE (erasure uuid, deleted bigint, status text)
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
@@ -75,11 +81,13 @@ CREATE FUNCTION app.erasure_step(p_tenant uuid, p_limit integer)
         e record;
         n bigint;
         new_days date[];
+        finished boolean;
+        last_seen text;
     BEGIN
-        IF p_limit IS NULL OR p_limit < 1 THEN
-            RAISE EXCEPTION 'p_limit must be at least 1';
+        IF p_limit IS NULL OR p_limit < 1 OR p_scan IS NULL OR p_scan < 1 THEN
+            RAISE EXCEPTION 'p_limit and p_scan must be at least 1';
         END IF;
-        SELECT x.id, x.user_key, x.status, x.days INTO e FROM app.erasures x
+        SELECT x.id, x.user_key, x.status, x.days, x.scan_after INTO e FROM app.erasures x
         WHERE x.tenant_id = p_tenant AND x.status <> 'completed'
         ORDER BY x.requested_at, x.id LIMIT 1 FOR UPDATE;
         IF NOT FOUND THEN
@@ -96,21 +104,26 @@ CREATE FUNCTION app.erasure_step(p_tenant uuid, p_limit integer)
             RETURN;
         END IF;
 
-        -- At most p_limit of the subject's events (each type through its own index),
-        -- in one statement: what it deletes, the pending batches it checks and the
-        -- facts it corrects are one snapshot.
-        WITH victims AS (
+        -- In one statement, so what it deletes, the pending batches it checks and the
+        -- facts it corrects are one snapshot: at most p_limit clicks and p_limit
+        -- conversions of the subject (through their indexes), and the subject's
+        -- impressions and spend among the next p_scan events of the tenant.
+        WITH scanned AS (
+            SELECT w.event_id, w.event_type, w.user_key FROM raw.events w
+            WHERE w.tenant_id = p_tenant AND w.event_id > coalesce(e.scan_after, '')
+            ORDER BY w.event_id LIMIT p_scan
+        ), victims AS (
             (SELECT v.event_id FROM raw.events v WHERE v.tenant_id = p_tenant AND v.user_key = e.user_key
                 AND v.event_type = 'click' LIMIT p_limit)
             UNION ALL
             (SELECT v.event_id FROM raw.events v WHERE v.tenant_id = p_tenant AND v.user_key = e.user_key
                 AND v.event_type = 'conversion' LIMIT p_limit)
             UNION ALL
-            (SELECT v.event_id FROM raw.events v WHERE v.tenant_id = p_tenant AND v.user_key = e.user_key
-                AND v.user_key IS NOT NULL AND v.event_type IN ('impression', 'spend') LIMIT p_limit)
+            SELECT w.event_id FROM scanned w
+            WHERE w.user_key = e.user_key AND w.event_type IN ('impression', 'spend')
         ), gone AS (
             DELETE FROM raw.events d
-            USING (SELECT victims.event_id FROM victims LIMIT p_limit) v
+            USING victims v
             WHERE d.tenant_id = p_tenant AND d.event_id = v.event_id AND d.user_key = e.user_key
             RETURNING (d.occurred_at AT TIME ZONE 'UTC')::date AS day, d.campaign, d.channel,
                       d.currency, d.event_type, d.cost_micros, d.revenue_micros,
@@ -163,14 +176,19 @@ CREATE FUNCTION app.erasure_step(p_tenant uuid, p_limit integer)
             RETURNING 1
         )
         SELECT (SELECT count(*) FROM gone),
-               coalesce((SELECT array_agg(c.day) FROM conversion_days c), '{}')
-        INTO n, new_days;
+               coalesce((SELECT array_agg(c.day) FROM conversion_days c), '{}'),
+               (SELECT count(*) FROM gone g WHERE g.event_type = 'click') < p_limit
+                   AND (SELECT count(*) FROM gone g WHERE g.event_type = 'conversion') < p_limit
+                   AND (SELECT count(*) FROM scanned) < p_scan,
+               (SELECT max(w.event_id) FROM scanned w)
+        INTO n, new_days, finished, last_seen;
 
         UPDATE app.erasures x SET
             events_erased = x.events_erased + n,
-            days = ARRAY(SELECT DISTINCT d FROM unnest(x.days || new_days) d ORDER BY d)
+            days = ARRAY(SELECT DISTINCT d FROM unnest(x.days || new_days) d ORDER BY d),
+            scan_after = coalesce(last_seen, x.scan_after)
         WHERE x.id = e.id;
-        IF n < p_limit THEN
+        IF finished THEN
             -- Nothing of the subject is left: forget the key itself.
             UPDATE app.erasures x SET status = 'recomputing', user_key = NULL, erased_at = now()
             WHERE x.id = e.id;
@@ -180,4 +198,4 @@ CREATE FUNCTION app.erasure_step(p_tenant uuid, p_limit integer)
         END IF;
     END
     $$;
-REVOKE ALL ON FUNCTION app.erasure_step(uuid, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app.erasure_step(uuid, integer, integer) FROM PUBLIC;

@@ -56,4 +56,4 @@ GRANT SELECT, DELETE ON raw.batches TO beacon_transform;
 GRANT SELECT, INSERT, UPDATE, DELETE ON output.daily_campaign_facts TO beacon_transform;
 GRANT SELECT, INSERT, UPDATE, DELETE ON output.attribution TO beacon_transform;
 GRANT SELECT, INSERT, UPDATE, DELETE ON output.attribution_work TO beacon_transform;
-GRANT EXECUTE ON FUNCTION app.erasure_step(uuid,integer) TO beacon_transform;
+GRANT EXECUTE ON FUNCTION app.erasure_step(uuid,integer,integer) TO beacon_transform;

@@ -69,9 +69,8 @@ pub struct Settings {
     pub retry_max: Duration,
     /// Tenants worked on at once by one replica (database connections in use).
     pub concurrency: usize,
-    /// Events one subject-erasure step deletes at most (one transaction; see
-    /// [`crate::erasure`]).
-    pub erasure_batch: i32,
+    /// What one subject-erasure step may do (one transaction; see [`crate::erasure`]).
+    pub erasure: crate::erasure::Limits,
 }
 
 impl Default for Settings {
@@ -84,7 +83,7 @@ impl Default for Settings {
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(15 * 60),
             concurrency: 2,
-            erasure_batch: 10_000,
+            erasure: crate::erasure::Limits::default(),
         }
     }
 }
@@ -97,7 +96,7 @@ pub struct Config {
     pub settings: Settings,
 }
 
-fn in_range<T: PartialOrd + std::fmt::Display>(
+pub(crate) fn in_range<T: PartialOrd + std::fmt::Display>(
     var: &'static str,
     value: T,
     min: T,
@@ -152,12 +151,7 @@ impl Config {
                 1,
                 64,
             )?,
-            erasure_batch: in_range(
-                "BEACON_ERASURE_BATCH_EVENTS",
-                config::or("BEACON_ERASURE_BATCH_EVENTS", d.erasure_batch)?,
-                1,
-                1_000_000,
-            )?,
+            erasure: crate::erasure::Limits::from_env(in_range)?,
         };
         let mut db = DbConfig::from_env("beacon_transform", "transform")?;
         // A batch job: one chunk's statements get more than the services' seconds; a
