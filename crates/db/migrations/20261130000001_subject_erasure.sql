@@ -62,7 +62,7 @@ ALTER TABLE app.api_keys ADD CONSTRAINT api_keys_scopes_check
     CHECK (scopes <@ ARRAY['events:write', 'kpis:read', 'subjects:erase']::text[] AND cardinality(scopes) > 0);
 
 -- No new index on raw.events: clicks and conversions have (tenant_id, user_key, …)
--- indexes already; one for impressions and spend would cost every load 25–35 % more
+-- indexes already; one for impressions and spend would cost every load 25–39 % more
 -- insert time (docs/BENCHMARKS.md, "Subject erasure"), for the rare erasure. Those are
 -- found by a bounded scan instead.
 

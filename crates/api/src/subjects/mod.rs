@@ -204,6 +204,19 @@ mod tests {
         assert_eq!(format!("{key:?}"), "SubjectKey(..)");
     }
 
+    /// The hash is HMAC-SHA256(key, tenant id's 16 bytes ‖ user_key): the vector the
+    /// restore procedure's SQL (`hmac(uuid_send(tenant) || convert_to(user_key,
+    /// 'UTF8'), key, 'sha256')`, docs/SECURITY.md §9) gives too.
+    #[test]
+    fn hash_matches_the_replay_procedures_sql() {
+        let key = SubjectKey::new(b"abcdefghijklmnopqrstuvwxyz012345").unwrap();
+        let tenant: Uuid = "6f9619ff-8b86-d011-b42d-00c04fc964ff".parse().unwrap();
+        assert_eq!(
+            hex::encode(key.hash(tenant, "subject-42")),
+            "583362aed1324c6aef01697a3d3e63cb1299e6a06cd5219eef11e013e83f7708"
+        );
+    }
+
     #[test]
     fn user_keys_are_bounded() {
         assert!(check_user_key("u-1").is_ok());
