@@ -493,3 +493,69 @@ async fn only_the_scope_erases_only_in_its_tenant_and_open_erasures_are_bounded(
     stack.transform().await;
     accepted(&stack, &admin_token, "one-too-many").await;
 }
+
+/// A restore to a point before an erasure brings the subject's events back; replaying
+/// the ledger (hashes only) erases them again, and only them.
+#[sqlx::test(migrations = false)]
+async fn a_restore_to_an_earlier_point_replays_the_erasure_ledger(admin: sqlx::PgPool) {
+    let stack = Stack::start(admin).await.unwrap();
+    let now = OffsetDateTime::now_utc();
+    let tenants = same_currency_tenants("erasure-test-password");
+    let (a, b) = (&tenants[0], &tenants[1]);
+    let seeded = stack.seed(&tenants, &[200, 200], now).await.unwrap();
+    let subject_a = subject_events("subject-a", a.currency, now);
+    let subject_b = subject_events("subject-b", b.currency, now);
+    push(&stack, &seeded[0].1, &subject_a, 400).await;
+    push(&stack, &seeded[1].1, &subject_b, 400).await;
+    stack.transform().await;
+    let admin_token = stack.login(&a.admin_email, &a.password).await;
+    accepted(&stack, &admin_token, SUBJECT).await;
+    stack.transform().await;
+    let mut owner = stack.owner().await;
+    let erased_facts = actual_facts(&mut owner, a.id).await;
+
+    // The ledger, exported from the current cluster: no clear key in it.
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT tenant_id, encode(subject_hash, 'hex') FROM app.erasures")
+            .fetch_all(&mut owner)
+            .await
+            .unwrap();
+    let ledger: String = rows.iter().map(|(t, h)| format!("{t},{h}\n")).collect();
+    assert!(!ledger.contains(SUBJECT));
+    // "Restored" to before the erasure: the subject's events are back, the ledger row
+    // is not.
+    sqlx::query("DELETE FROM app.erasures")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    push(&stack, &seeded[0].1, &subject_a, 400).await;
+    stack.transform().await;
+    assert_eq!(
+        subject_events_of(&mut owner, a.id).await,
+        subject_a.len() as i64
+    );
+
+    let key = api::subjects::SubjectKey::new(
+        &std::fs::read(stack.cert(xtask::secrets::SUBJECT_HASH_KEY)).unwrap(),
+    )
+    .unwrap();
+    let ledger = xtask::erasure::parse_ledger(&ledger).unwrap();
+    let requested = xtask::erasure::replay(&mut owner, &key, &ledger)
+        .await
+        .unwrap();
+    assert_eq!(requested, 1);
+    stack.transform().await;
+    assert_eq!(subject_events_of(&mut owner, a.id).await, 0);
+    assert_eq!(actual_facts(&mut owner, a.id).await, erased_facts);
+    assert_eq!(
+        subject_events_of(&mut owner, b.id).await,
+        subject_b.len() as i64,
+        "only the ledger's subjects"
+    );
+    let open: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM app.erasures WHERE status <> 'completed'")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(open, 0);
+}

@@ -8,6 +8,7 @@ pub mod access;
 pub mod analyst;
 pub mod bench;
 pub mod certs;
+pub mod erasure;
 pub mod mutants;
 pub mod nca;
 pub mod new_product;

@@ -26,6 +26,11 @@ enum Cmd {
         #[command(subcommand)]
         action: xtask::analyst::Action,
     },
+    /// After a restore to an earlier point: `erasure replay --ledger F --key-file K`.
+    Erasure {
+        #[command(subcommand)]
+        action: xtask::erasure::Action,
+    },
     /// Operator actions on a tenant: `tenant delete SLUG --yes` (offboarding).
     Tenant {
         #[command(subcommand)]
@@ -135,6 +140,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Analyst { action } => xtask::analyst::run(action).await,
         Cmd::Tenant { action } => xtask::tenant::run(action).await,
+        Cmd::Erasure { action } => xtask::erasure::run(action).await,
         Cmd::Certs => {
             let dir = xtask::up::dev_dir().join("certs");
             xtask::certs::generate(&dir)?;
