@@ -148,6 +148,10 @@ impl Stack {
             tls: self.tls_files("api"),
             cors_origins: Vec::new(),
             protection: api::Protection::default(),
+            subject_hash_key_file: self
+                .cert(xtask::secrets::SUBJECT_HASH_KEY)
+                .to_string_lossy()
+                .into_owned(),
         }
     }
 
@@ -157,6 +161,7 @@ impl Stack {
         db::setup(&admin).await?;
         let certs = tempfile::tempdir()?;
         xtask::certs::generate(certs.path())?;
+        xtask::secrets::subject_hash_key(certs.path())?;
         let shutdown = Shutdown::new();
         let http = HttpLimits {
             body_bytes: 1024 * 1024,
@@ -352,6 +357,25 @@ impl Drop for Stack {
 /// (day, campaign, channel, currency, model) of an `output.attribution` row.
 pub type AttributionKey = (time::Date, String, String, String, String);
 
+/// `output.attribution` of `tenant` as read by the owner, keyed like
+/// [`expected_attribution`].
+pub async fn actual_attribution(
+    owner: &mut PgConnection,
+    tenant: uuid::Uuid,
+) -> std::collections::BTreeMap<AttributionKey, (i64, i64)> {
+    let rows: Vec<(time::Date, String, String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT day, campaign, channel, currency::text, model, conversions_micros, revenue_micros
+         FROM output.attribution WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_all(owner)
+    .await
+    .expect("reading output.attribution");
+    rows.into_iter()
+        .map(|(d, c, ch, cur, m, conv, rev)| ((d, c, ch, cur, m), (conv, rev)))
+        .collect()
+}
+
 /// The transform's default attribution window (pipeline::transform::Settings).
 pub const ATTRIBUTION_WINDOW_DAYS: i64 = 30;
 
@@ -449,22 +473,4 @@ pub async fn facts_mismatches(owner: &mut PgConnection) -> i64 {
     .fetch_one(owner)
     .await
     .expect("facts against raw events")
-}
-
-/// `output.attribution` of `tenant`, as the owner, keyed like [`expected_attribution`].
-pub async fn actual_attribution(
-    owner: &mut PgConnection,
-    tenant: uuid::Uuid,
-) -> std::collections::BTreeMap<AttributionKey, (i64, i64)> {
-    let rows: Vec<(time::Date, String, String, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT day, campaign, channel, currency::text, model, conversions_micros, revenue_micros
-         FROM output.attribution WHERE tenant_id = $1",
-    )
-    .bind(tenant)
-    .fetch_all(owner)
-    .await
-    .expect("attribution rows");
-    rows.into_iter()
-        .map(|(d, c, ch, cur, m, conv, rev)| ((d, c, ch, cur, m), (conv, rev)))
-        .collect()
 }

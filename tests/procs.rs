@@ -201,6 +201,7 @@ impl ProcStack {
         db::setup(&admin).await?;
         let certs = tempfile::tempdir()?;
         xtask::certs::generate(certs.path())?;
+        xtask::secrets::subject_hash_key(certs.path())?;
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -301,6 +302,10 @@ impl ProcStack {
                         format!("127.0.0.1:{}", ports["analytics"].0),
                     ),
                     ("BEACON_ANALYTICS_SERVER_NAME", "analytics".to_owned()),
+                    (
+                        "BEACON_SUBJECT_HASH_KEY_FILE",
+                        self.cert(xtask::secrets::SUBJECT_HASH_KEY),
+                    ),
                 ]);
             }
             "loader" => {

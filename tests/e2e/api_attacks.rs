@@ -173,7 +173,11 @@ async fn tenant_a_cannot_see_or_touch_tenant_b_on_any_route(admin: PgPool) {
         .unwrap();
     let credentials = [
         ("viewer", a_viewer.as_str(), vec!["kpis:read"]),
-        ("admin", a_admin.as_str(), vec!["kpis:read", "tenant:admin"]),
+        (
+            "admin",
+            a_admin.as_str(),
+            vec!["kpis:read", "tenant:admin", "subjects:erase"],
+        ),
         ("kpis:read key", a_kpi_token.as_str(), vec!["kpis:read"]),
         (
             "events:write key",

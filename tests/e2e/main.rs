@@ -4,8 +4,10 @@
 mod analytics_kpis;
 mod api_attacks;
 mod dashboard;
+mod erasure;
 mod identity;
 mod ingest_and_attribution;
+mod offboarding;
 mod session;
 mod tracing;
 mod walking_skeleton;

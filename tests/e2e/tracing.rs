@@ -115,6 +115,7 @@ async fn one_dashboard_request_is_one_trace_across_all_hops(admin: PgPool) {
     db::setup(&admin).await.unwrap();
     let certs = tempfile::tempdir().unwrap();
     xtask::certs::generate(certs.path()).unwrap();
+    xtask::secrets::subject_hash_key(certs.path()).unwrap();
     let cert = |f: &str| certs.path().join(f).to_string_lossy().into_owned();
     let tenant = &xtask::seed::demo_tenants("trace-password")[0];
     let mut owner = beacon_e2e::owner_connection(&admin).await;
@@ -164,6 +165,10 @@ async fn one_dashboard_request_is_one_trace_across_all_hops(admin: PgPool) {
         ("BEACON_JWT_PUBLIC_KEY_FILE", cert("jwt-public.pem")),
         ("BEACON_ANALYTICS_ADDR", format!("127.0.0.1:{grpc}")),
         ("BEACON_ANALYTICS_SERVER_NAME", "analytics".to_owned()),
+        (
+            "BEACON_SUBJECT_HASH_KEY_FILE",
+            cert(xtask::secrets::SUBJECT_HASH_KEY),
+        ),
     ]);
     let mut api = spawn("api", &env);
     let env = vec![

@@ -280,7 +280,12 @@ async fn check_password(
     Ok(match row {
         Some(r) if password_ok && !r.disabled => {
             let scopes = if r.role == "admin" {
-                format!("{} {}", scope::KPIS_READ, scope::TENANT_ADMIN)
+                format!(
+                    "{} {} {}",
+                    scope::KPIS_READ,
+                    scope::TENANT_ADMIN,
+                    scope::SUBJECTS_ERASE
+                )
             } else {
                 scope::KPIS_READ.to_owned()
             };

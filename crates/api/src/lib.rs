@@ -14,6 +14,7 @@ mod kpis;
 pub mod openapi;
 mod revoke;
 pub mod routes;
+pub mod subjects;
 mod tenant;
 mod token_cache;
 mod users;
@@ -62,6 +63,8 @@ pub struct Config {
     /// Origins allowed by CORS; empty (the default) = CORS off.
     pub cors_origins: Vec<String>,
     pub protection: Protection,
+    /// The key subjects of erasures are hashed with (`BEACON_SUBJECT_HASH_KEY_FILE`).
+    pub subject_hash_key_file: String,
 }
 
 /// What keeps one client from exhausting the api or locking others out (see
@@ -85,6 +88,8 @@ pub struct Protection {
     /// (and their memory) in the api, and one tenant cannot take every slot.
     pub analytics_in_flight: usize,
     pub analytics_in_flight_per_tenant: usize,
+    /// Subject erasures a tenant may have open at once; more answer 429.
+    pub max_pending_erasures: u32,
 }
 
 /// Longest wait the per-address login throttle may impose.
@@ -110,6 +115,7 @@ impl Default for Protection {
             denied_audit_burst: 10,
             analytics_in_flight: 64,
             analytics_in_flight_per_tenant: 16,
+            max_pending_erasures: 10,
         }
     }
 }
@@ -172,6 +178,10 @@ impl Protection {
                 "BEACON_ANALYTICS_MAX_IN_FLIGHT_PER_TENANT",
                 d.analytics_in_flight_per_tenant,
             )?,
+            max_pending_erasures: at_least_one(
+                "BEACON_MAX_PENDING_ERASURES",
+                d.max_pending_erasures,
+            )?,
         })
     }
 }
@@ -209,6 +219,7 @@ impl Config {
                 })
                 .unwrap_or_default(),
             protection: Protection::from_env()?,
+            subject_hash_key_file: config::required("BEACON_SUBJECT_HASH_KEY_FILE")?,
         })
     }
 }
@@ -235,11 +246,13 @@ pub struct AppState {
     pub currencies: moka::sync::Cache<uuid::Uuid, String>,
     /// Tokens already verified, by the SHA-256 of their exact bytes.
     pub verified: Arc<token_cache::VerifiedTokens>,
+    /// Subject erasure: the hash key and the bound on open erasures.
+    pub erasures: subjects::Erasures,
 }
 
 impl AppState {
     /// State for tests and tools: the given pool and analytics client, default
-    /// [`Protection`].
+    /// [`Protection`], a random subject hash key.
     pub fn new(
         pool: PgPool,
         verifier: Arc<TokenVerifier>,
@@ -288,6 +301,10 @@ impl AppState {
                 .time_to_live(Duration::from_secs(60))
                 .build(),
             verified: Arc::new(token_cache::VerifiedTokens::new(10_000)),
+            erasures: subjects::Erasures {
+                key: subjects::SubjectKey::random(),
+                max_pending: p.max_pending_erasures,
+            },
         }
     }
 }
@@ -310,6 +327,11 @@ impl App {
         };
         let private = read("BEACON_JWT_SIGNING_KEY_FILE", &config.signing_key_file)?;
         let public = read("BEACON_JWT_PUBLIC_KEY_FILE", &config.public_key_file)?;
+        let subject_key = subjects::SubjectKey::new(&read(
+            "BEACON_SUBJECT_HASH_KEY_FILE",
+            &config.subject_hash_key_file,
+        )?)
+        .map_err(|e| config::ConfigError::new("BEACON_SUBJECT_HASH_KEY_FILE", e.to_string()))?;
         let signer = Arc::new(TokenSigner::new(&private, &public, config.token_ttl)?);
         let mut public_keys = vec![public.clone()];
         if let Some(previous) = &config.previous_public_key_file {
@@ -355,7 +377,7 @@ impl App {
                 }
             })
         };
-        let state = AppState::with_protection(
+        let mut state = AppState::with_protection(
             pool.clone(),
             verifier,
             signer,
@@ -363,6 +385,7 @@ impl App {
             config.analytics_timeout,
             &config.protection,
         );
+        state.erasures.key = subject_key;
         let checks = vec![Check::postgres(pool), analytics_check];
         HttpService::bind(
             "api",

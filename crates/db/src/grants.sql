@@ -8,10 +8,10 @@
 -- survives this file. crates/db/tests/access_model.rs tries every role x table x
 -- operation on a live database against the model, independently of this generator.
 
-REVOKE ALL ON SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_transform;
-REVOKE ALL ON ALL TABLES IN SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_transform;
-REVOKE ALL ON ALL SEQUENCES IN SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_transform;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_transform;
+REVOKE ALL ON SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_offboard, beacon_transform;
+REVOKE ALL ON ALL TABLES IN SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_offboard, beacon_transform;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_offboard, beacon_transform;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_offboard, beacon_transform;
 
 -- beacon_analyst
 GRANT USAGE ON SCHEMA raw TO beacon_analyst;
@@ -35,17 +35,25 @@ GRANT SELECT, INSERT, UPDATE ON app.api_keys TO beacon_api;
 GRANT SELECT, INSERT ON app.audit_log TO beacon_api;
 GRANT SELECT, INSERT, UPDATE ON app.campaigns TO beacon_api;
 GRANT SELECT, INSERT, DELETE ON app.revoked_tokens TO beacon_api;
-GRANT EXECUTE ON FUNCTION app.login_lookup(text), app.api_key_lookup(text), app.token_revoked(uuid) TO beacon_api;
+GRANT SELECT, INSERT ON app.erasures TO beacon_api;
+GRANT EXECUTE ON FUNCTION app.login_lookup(text), app.api_key_lookup(text), app.token_revoked(uuid,uuid) TO beacon_api;
 
 -- beacon_loader
 GRANT USAGE ON SCHEMA raw TO beacon_loader;
 GRANT INSERT ON raw.events TO beacon_loader;
 
+-- beacon_offboard
+GRANT USAGE ON SCHEMA app TO beacon_offboard;
+GRANT EXECUTE ON FUNCTION app.offboard_tenant(text,integer) TO beacon_offboard;
+
 -- beacon_transform
+GRANT USAGE ON SCHEMA app TO beacon_transform;
 GRANT USAGE ON SCHEMA raw TO beacon_transform;
 GRANT USAGE ON SCHEMA output TO beacon_transform;
+GRANT SELECT ON app.erasures TO beacon_transform;
 GRANT SELECT ON raw.events TO beacon_transform;
 GRANT SELECT, DELETE ON raw.batches TO beacon_transform;
 GRANT SELECT, INSERT, UPDATE, DELETE ON output.daily_campaign_facts TO beacon_transform;
 GRANT SELECT, INSERT, UPDATE, DELETE ON output.attribution TO beacon_transform;
 GRANT SELECT, INSERT, UPDATE, DELETE ON output.attribution_work TO beacon_transform;
+GRANT EXECUTE ON FUNCTION app.erasure_step(uuid,integer,integer) TO beacon_transform;

@@ -14,8 +14,9 @@ pub const LOGIN_ROLES: [&str; 5] = [
     "beacon_transform",
 ];
 /// Group roles, for people: each person logs in as a member (see `add_member`).
-pub const GROUP_ROLES: [&str; 1] = [
+pub const GROUP_ROLES: [&str; 2] = [
     "beacon_analyst",
+    "beacon_offboard",
 ];
 /// The database roles of components (`db_role` of `[components.*]`).
 pub const COMPONENT_ROLES: [&str; 4] = [

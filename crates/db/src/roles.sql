@@ -15,6 +15,7 @@ BEGIN
         ('beacon_analytics', true),
         ('beacon_api', true),
         ('beacon_loader', true),
+        ('beacon_offboard', false),
         ('beacon_transform', true)
     ) AS t(name, login)
     LOOP
@@ -39,8 +40,10 @@ ALTER ROLE beacon_analyst SET idle_in_transaction_session_timeout = '30s';
 ALTER ROLE beacon_analytics SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_api SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_loader SET idle_in_transaction_session_timeout = '10s';
+ALTER ROLE beacon_offboard SET idle_in_transaction_session_timeout = '30s';
 ALTER ROLE beacon_transform SET idle_in_transaction_session_timeout = '60s';
 ALTER ROLE beacon_analyst SET statement_timeout = '60s';
+ALTER ROLE beacon_offboard SET statement_timeout = '120s';
 -- Members of beacon_analyst (people; see `cargo xtask analyst add`) log in as themselves and
 -- PostgreSQL applies only a login role's own settings: each member gets the group's.
 DO $$
@@ -54,6 +57,21 @@ BEGIN
         EXECUTE format('ALTER ROLE %I SET client_connection_check_interval = %L', m, '1s');
         EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', m, '30s');
         EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', m, '60s');
+    END LOOP;
+END
+$$;
+-- Members of beacon_offboard (people; see `cargo xtask analyst add`) log in as themselves and
+-- PostgreSQL applies only a login role's own settings: each member gets the group's.
+DO $$
+DECLARE
+    m text;
+BEGIN
+    FOR m IN SELECT r.rolname FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.member
+             WHERE a.roleid = 'beacon_offboard'::regrole
+    LOOP
+        EXECUTE format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 1', m);
+        EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', m, '30s');
+        EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', m, '120s');
     END LOOP;
 END
 $$;

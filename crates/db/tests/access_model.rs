@@ -355,6 +355,8 @@ async fn seed_every_tenant_table(admin: &PgPool) -> (Uuid, Uuid) {
              INSERT INTO app.audit_log (tenant_id, actor, action, outcome) VALUES ('{tenant}', 'a', 'x', 'success');
              INSERT INTO app.campaigns (id, tenant_id, name) VALUES (gen_random_uuid(), '{tenant}', 'spring');
              INSERT INTO app.revoked_tokens (jti, tenant_id, subject, expires_at) VALUES (gen_random_uuid(), '{tenant}', 'user:x', now() + interval '5 minutes');
+             INSERT INTO app.erasures (id, tenant_id, subject_hash, user_key, requested_by)
+                 VALUES (gen_random_uuid(), '{tenant}', sha256('{slug}'), 'u1', 'user:x');
              INSERT INTO raw.events (tenant_id, event_id, event_type, occurred_at, campaign, channel, currency)
                  VALUES ('{tenant}', 'e1', 'click', now(), 'spring', 'search', 'EUR');
              INSERT INTO output.daily_campaign_facts (tenant_id, day, campaign, channel, currency, clicks)
@@ -422,10 +424,10 @@ async fn tenant_bound_roles_see_only_their_tenant_in_every_table_they_read(admin
         }
         pool.close().await;
     }
-    // api: tenants, users, api_keys, audit_log, campaigns, revoked_tokens; analytics:
-    // facts, attribution.
+    // api: tenants, users, api_keys, audit_log, campaigns, revoked_tokens, erasures;
+    // analytics: facts, attribution.
     assert_eq!(
-        probed, 8,
+        probed, 9,
         "the model's read grants changed: review this test"
     );
 

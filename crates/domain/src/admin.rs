@@ -85,6 +85,9 @@ pub enum KeyScope {
     EventsWrite,
     #[serde(rename = "kpis:read")]
     KpisRead,
+    /// A tenant's privacy tooling erasing end users' data on request.
+    #[serde(rename = "subjects:erase")]
+    SubjectsErase,
 }
 
 impl KeyScope {
@@ -92,6 +95,7 @@ impl KeyScope {
         match self {
             Self::EventsWrite => "events:write",
             Self::KpisRead => "kpis:read",
+            Self::SubjectsErase => "subjects:erase",
         }
     }
 }
@@ -131,7 +135,7 @@ pub struct NewKey {
     #[cfg_attr(feature = "utoipa", schema(min_length = 1, max_length = 200))]
     pub name: String,
     /// Distinct scopes.
-    #[cfg_attr(feature = "utoipa", schema(min_items = 1, max_items = 2))]
+    #[cfg_attr(feature = "utoipa", schema(min_items = 1, max_items = 3))]
     pub scopes: Vec<KeyScope>,
 }
 
@@ -167,4 +171,50 @@ pub struct AuditPage {
     /// Pass as `before` for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_before: Option<i64>,
+}
+
+/// Where a subject erasure is (`GET /v1/subjects/erasures/{id}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type))]
+#[cfg_attr(feature = "sqlx", sqlx(type_name = "text", rename_all = "lowercase"))]
+#[serde(rename_all = "lowercase")]
+pub enum ErasureStatus {
+    /// The subject's events are being deleted, in bounded steps.
+    Pending,
+    /// No event of the subject is left, and its `user_key` is forgotten; the
+    /// attribution of the days it converted on is being recomputed.
+    Recomputing,
+    /// Nothing derived depends on the subject's events any more.
+    Completed,
+}
+
+/// A subject erasure: one end user's (`user_key`) events deleted from the tenant, and
+/// everything derived from them recomputed. The `user_key` itself is never shown (nor
+/// kept, once its events are gone): the subject is named by a keyed hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
+pub struct Erasure {
+    pub id: Uuid,
+    pub status: ErasureStatus,
+    /// HMAC-SHA256 of the subject under the deployment's key (hex): how the audit log
+    /// and the erasure ledger name it.
+    pub subject_hash: String,
+    /// `user:<id>` or `key:<id>`.
+    pub requested_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, format = DateTime))]
+    pub requested_at: time::OffsetDateTime,
+    /// Raw events deleted so far.
+    pub events_erased: i64,
+    /// Conversion days whose attribution is (or was) recomputed.
+    pub days_recomputed: i32,
+    /// When the last of the subject's events was deleted.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>, format = DateTime))]
+    pub erased_at: Option<time::OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>, format = DateTime))]
+    pub completed_at: Option<time::OffsetDateTime>,
 }

@@ -6,8 +6,10 @@
 //! - [`loader`] is the sidecar in the same pod: it listens on loopback only, verifies
 //!   the token again, and inserts as `beacon_loader` (INSERT on `raw.events`, nothing
 //!   else), inside a transaction scoped to the token's tenant.
-//! - [`transform`] aggregates `raw` into `output` incrementally, as `beacon_transform`.
+//! - [`transform`] aggregates `raw` into `output` incrementally, as `beacon_transform`,
+//!   and advances subject erasures in the same per-tenant turns ([`erasure`]).
 
+pub mod erasure;
 pub mod ingest;
 pub mod loader;
 pub mod transform;

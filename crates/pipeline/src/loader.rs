@@ -107,9 +107,17 @@ async fn post_batch(
         .map_err(|e| batch_problem(&e))?;
     let accepted = insert_batch(&state.pool, claims.tenant, &events)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "batch insert failed");
-            Problem::unavailable().detail("the batch was not stored; retry it")
+        .map_err(|e| match &e {
+            // The tenant was offboarded (raw.enqueue_batch): the token is dead, retrying
+            // cannot help.
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("42501") => {
+                tracing::info!("batch refused: the tenant is offboarded");
+                Problem::unauthorized()
+            }
+            _ => {
+                tracing::error!(error = %e, "batch insert failed");
+                Problem::unavailable().detail("the batch was not stored; retry it")
+            }
         })?;
     let outcome = BatchOutcome {
         accepted,

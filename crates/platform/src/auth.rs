@@ -21,6 +21,9 @@ pub mod scope {
     pub const EVENTS_WRITE: &str = "events:write";
     pub const KPIS_READ: &str = "kpis:read";
     pub const TENANT_ADMIN: &str = "tenant:admin";
+    /// Erase one end user's data (`DELETE /v1/subjects/{user_key}`): admins, and API
+    /// keys created with it.
+    pub const SUBJECTS_ERASE: &str = "subjects:erase";
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -26,6 +26,16 @@ enum Cmd {
         #[command(subcommand)]
         action: xtask::analyst::Action,
     },
+    /// After a restore to an earlier point: `erasure replay --ledger F --key-file K`.
+    Erasure {
+        #[command(subcommand)]
+        action: xtask::erasure::Action,
+    },
+    /// Operator actions on a tenant: `tenant delete SLUG --yes` (offboarding).
+    Tenant {
+        #[command(subcommand)]
+        action: xtask::tenant::Action,
+    },
     /// The layers generated from security/access-model.toml (default: render).
     Access {
         #[command(subcommand)]
@@ -132,6 +142,8 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             result
         }
         Cmd::Analyst { action } => xtask::analyst::run(action).await,
+        Cmd::Tenant { action } => xtask::tenant::run(action).await,
+        Cmd::Erasure { action } => xtask::erasure::run(action).await,
         Cmd::Certs => {
             let dir = xtask::up::dev_dir().join("certs");
             xtask::certs::generate(&dir)?;

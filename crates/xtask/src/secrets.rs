@@ -22,6 +22,17 @@ pub fn dev_overlay_dir() -> PathBuf {
 /// key for every replica, so a token issued by one is accepted by the others.
 pub const DASHBOARD_SESSION_KEY: &str = "dashboard-session.key";
 
+/// The api's key for the keyed hash of erased subjects (`BEACON_SUBJECT_HASH_KEY_FILE`):
+/// one key for every replica, and kept, so the erasure ledger's hashes stay comparable.
+pub const SUBJECT_HASH_KEY: &str = "api-subject-hash.key";
+
+/// `dir`/[`SUBJECT_HASH_KEY`], generated (private, atomically) unless it exists; its path.
+pub fn subject_hash_key(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join(SUBJECT_HASH_KEY);
+    crate::private_file::create(&path, crate::up::random_secret().as_bytes())?;
+    Ok(path)
+}
+
 /// Fills `dir`; returns whether anything was written.
 pub fn generate(dir: &Path) -> anyhow::Result<bool> {
     std::fs::create_dir_all(dir)?;
@@ -36,6 +47,9 @@ pub fn generate(dir: &Path) -> anyhow::Result<bool> {
         &dir.join(DASHBOARD_SESSION_KEY),
         crate::up::random_secret().as_bytes(),
     )?;
+    let key_existed = dir.join(SUBJECT_HASH_KEY).exists();
+    subject_hash_key(dir)?;
+    wrote |= !key_existed;
     for name in password_files() {
         wrote |=
             crate::private_file::create(&dir.join(&name), crate::up::random_secret().as_bytes())?;

@@ -32,6 +32,8 @@ pub mod action {
     pub const API_KEY_REVOKED: &str = "api_key.revoked";
     pub const CAMPAIGN_CREATED: &str = "campaign.created";
     pub const CAMPAIGN_UPDATED: &str = "campaign.updated";
+    /// Details name the erasure and the subject's keyed hash, never the `user_key`.
+    pub const SUBJECT_ERASURE_REQUESTED: &str = "subject.erasure_requested";
 }
 
 /// One event to record.

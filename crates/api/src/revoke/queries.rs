@@ -6,12 +6,14 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, Context as _};
 
-/// Whether the token with this `jti` was revoked. One statement through a
-/// SECURITY DEFINER function that answers exactly this and nothing else.
+/// Whether the token with this `jti` was revoked, or its tenant offboarded. One
+/// statement through a SECURITY DEFINER function that answers exactly this and nothing
+/// else.
 #[tracing::instrument(name = "db.query", skip(pool), fields(db.operation = "revoked_tokens.is_revoked"))]
-pub(crate) async fn is_revoked(pool: &PgPool, jti: Uuid) -> Result<bool, ApiError> {
-    sqlx::query_scalar("SELECT app.token_revoked($1)")
+pub(crate) async fn is_revoked(pool: &PgPool, jti: Uuid, tenant: Uuid) -> Result<bool, ApiError> {
+    sqlx::query_scalar("SELECT app.token_revoked($1, $2)")
         .bind(jti)
+        .bind(tenant)
         .fetch_one(pool)
         .await
         .context("checking the token deny-list")

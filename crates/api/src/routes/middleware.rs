@@ -50,7 +50,12 @@ pub(super) async fn enforce(
                     outcome: "denied",
                     details: json!({
                         "method": parts.method.as_str(),
-                        "path": parts.uri.path(),
+                        // The route, not the path: a path may carry personal
+                        // data (`/v1/subjects/{user_key}`), the audit log never does.
+                        "path": parts
+                            .extensions
+                            .get::<axum::extract::MatchedPath>()
+                            .map_or("unmatched", |m| m.as_str()),
                         "needed": permission,
                         "denials_not_recorded_before": left_out,
                     }),
@@ -62,8 +67,9 @@ pub(super) async fn enforce(
             .detail(format!("this credential lacks the {permission} scope"))
             .into_response();
     }
-    // After the scope check, which needs no database: signed-out tokens are refused.
-    match revoke::is_revoked(&state.pool, claims.jti).await {
+    // After the scope check, which needs no database: signed-out tokens, and tokens of
+    // an offboarded tenant, are refused.
+    match revoke::is_revoked(&state.pool, claims.jti, claims.tenant).await {
         Ok(false) => {}
         Ok(true) => {
             tracing::info!(sub = %claims.sub, "token refused: revoked");

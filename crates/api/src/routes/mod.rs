@@ -13,7 +13,7 @@ use platform::{access::PUBLIC, auth::scope, http::HttpLimits};
 use utoipa_axum::{router::UtoipaMethodRouter, routes};
 
 pub use crate::openapi::openapi;
-use crate::{AppState, api_keys, audit, auth, campaigns, kpis, openapi, revoke, users};
+use crate::{AppState, api_keys, audit, auth, campaigns, kpis, openapi, revoke, subjects, users};
 
 /// One route: method and path (as in the handler's `#[utoipa::path]`), the permission
 /// (`public` or the scope the token must carry), and the handler.
@@ -27,6 +27,7 @@ pub struct Route {
 
 const ADMIN: &str = scope::TENANT_ADMIN;
 const KPIS: &str = scope::KPIS_READ;
+const ERASE: &str = scope::SUBJECTS_ERASE;
 
 macro_rules! table {
     ($($method:literal $path:literal $permission:expr => $handler:path;)*) => {
@@ -63,6 +64,8 @@ pub static ROUTES: &[Route] = table! {
     "GET" "/v1/api-keys/{id}" ADMIN => api_keys::get_key;
     "DELETE" "/v1/api-keys/{id}" ADMIN => api_keys::revoke_key;
     "GET" "/v1/audit-log" ADMIN => audit::list;
+    "DELETE" "/v1/subjects/{user_key}" ERASE => subjects::erase;
+    "GET" "/v1/subjects/erasures/{id}" ERASE => subjects::get;
 };
 
 /// The API router: every route of [`ROUTES`] behind its permission, the standard

@@ -73,6 +73,8 @@ pub struct Settings {
     pub retry_max: Duration,
     /// Tenants worked on at once by one replica (database connections in use).
     pub concurrency: usize,
+    /// What one subject-erasure step may do (one transaction; see [`crate::erasure`]).
+    pub erasure: crate::erasure::Limits,
 }
 
 impl Default for Settings {
@@ -85,6 +87,7 @@ impl Default for Settings {
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(15 * 60),
             concurrency: 2,
+            erasure: crate::erasure::Limits::default(),
         }
     }
 }
@@ -97,7 +100,7 @@ pub struct Config {
     pub settings: Settings,
 }
 
-fn in_range<T: PartialOrd + std::fmt::Display>(
+pub(crate) fn in_range<T: PartialOrd + std::fmt::Display>(
     var: &'static str,
     value: T,
     min: T,
@@ -152,6 +155,7 @@ impl Config {
                 1,
                 64,
             )?,
+            erasure: crate::erasure::Limits::from_env(in_range)?,
         };
         let mut db = DbConfig::from_env("beacon_transform", "transform")?;
         // A batch job: one chunk's statements get more than the services' seconds; a
@@ -181,6 +185,10 @@ pub struct RunStats {
     pub days_set_aside: i64,
     /// Transactions (chunks) of facts committed.
     pub chunks: i64,
+    /// Subject-erasure steps that advanced an erasure (see [`crate::erasure`]).
+    pub erasure_steps: i64,
+    /// Raw events deleted by subject erasures.
+    pub events_erased: i64,
 }
 
 impl std::ops::AddAssign for RunStats {
@@ -190,6 +198,8 @@ impl std::ops::AddAssign for RunStats {
         self.attribution_days += o.attribution_days;
         self.days_set_aside += o.days_set_aside;
         self.chunks += o.chunks;
+        self.erasure_steps += o.erasure_steps;
+        self.events_erased += o.events_erased;
     }
 }
 
@@ -236,6 +246,7 @@ pub async fn run_once_with(pool: &PgPool, settings: &Settings) -> anyhow::Result
                 running.spawn(async move {
                     let result = async {
                         let mut stats = aggregate_chunk(&pool, tenant, &settings).await?;
+                        stats += crate::erasure::step(&pool, tenant, &settings).await?;
                         stats += attribute_next_day(&pool, tenant, &settings).await?;
                         anyhow::Ok(stats)
                     }
@@ -262,7 +273,9 @@ pub async fn run_once_with(pool: &PgPool, settings: &Settings) -> anyhow::Result
         match result {
             // A turn that took nothing or only set a day aside: done for this run
             // (a set-aside day waits for its backoff, whatever the settings say).
-            Ok(stats) if stats.chunks == 0 && stats.attribution_days == 0 => {
+            Ok(stats)
+                if stats.chunks == 0 && stats.attribution_days == 0 && stats.erasure_steps == 0 =>
+            {
                 idle.insert(tenant);
                 total += stats;
             }
@@ -287,15 +300,30 @@ pub async fn run_once_with(pool: &PgPool, settings: &Settings) -> anyhow::Result
     Ok(total)
 }
 
-/// Tenants with committed batches or due attribution days.
+/// Tenants with committed batches, due attribution days or open subject erasures.
 async fn tenants_with_work(pool: &PgPool) -> anyhow::Result<Vec<Uuid>> {
     Ok(sqlx::query_scalar(
         "SELECT tenant_id FROM raw.batches
          UNION
-         SELECT tenant_id FROM output.attribution_work WHERE not_before <= now()",
+         SELECT tenant_id FROM output.attribution_work WHERE not_before <= now()
+         UNION
+         SELECT tenant_id FROM app.erasures WHERE status <> 'completed'",
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// Takes the tenant's facts lock for the transaction, unless someone else holds it
+/// (another replica's chunk or erasure step): then `false`, nothing waited for.
+pub(crate) async fn try_lock_tenant(
+    tx: &mut sqlx::PgConnection,
+    tenant: Uuid,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2::text))")
+        .bind(FACTS_LOCK)
+        .bind(tenant)
+        .fetch_one(tx)
+        .await
 }
 
 /// Aggregates the next chunk of one tenant's committed batches into the daily facts,
@@ -307,11 +335,7 @@ async fn aggregate_chunk(
     settings: &Settings,
 ) -> anyhow::Result<RunStats> {
     let mut tx = pool.begin().await?;
-    let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2::text))")
-        .bind(FACTS_LOCK)
-        .bind(tenant)
-        .fetch_one(&mut *tx)
-        .await?;
+    let mine = try_lock_tenant(&mut tx, tenant).await?;
     if !mine {
         return Ok(RunStats::default());
     }
@@ -333,6 +357,9 @@ async fn aggregate_chunk(
         xids.push(xid);
     }
     if xids.is_empty() {
+        // Release the tenant's lock now: a dropped transaction is rolled back only when
+        // the pool gets to it, and the turn's erasure step takes the same lock next.
+        tx.rollback().await?;
         return Ok(RunStats::default());
     }
     let (events, facts_touched): (i64, i64) = sqlx::query_as(

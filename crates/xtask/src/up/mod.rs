@@ -263,6 +263,12 @@ async fn run(root: &Path, pg: &Postgres, shutdown: &Shutdown) -> anyhow::Result<
         ("BEACON_LISTEN_ADDR", "127.0.0.1:8081".into()),
         ("BEACON_ANALYTICS_ADDR", "127.0.0.1:50051".into()),
         ("BEACON_ANALYTICS_SERVER_NAME", "analytics".into()),
+        (
+            "BEACON_SUBJECT_HASH_KEY_FILE",
+            secret_file(crate::secrets::SUBJECT_HASH_KEY)?
+                .display()
+                .to_string(),
+        ),
     ]);
     services.push(spawn(&bin("api")?, &[], "api", &env, 9081)?);
     let mut env = db_env("beacon_loader")?;
