@@ -41,6 +41,11 @@ impl Check {
         }
     }
 
+    /// Runs the check once: `Err` says why it failed.
+    pub async fn probe(&self) -> Result<(), String> {
+        (self.run)().await
+    }
+
     /// Ready when `SELECT 1` answers on the pool within a second (the database
     /// operation `ready_check`). The admin server exports the pool's usage.
     pub fn postgres(pool: sqlx::PgPool) -> Self {
