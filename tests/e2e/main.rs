@@ -7,6 +7,7 @@ mod dashboard;
 mod erasure;
 mod identity;
 mod ingest_and_attribution;
+mod metrics;
 mod offboarding;
 mod session;
 mod tracing;

@@ -93,9 +93,9 @@ pub async fn step(pool: &PgPool, tenant: Uuid, settings: &Settings) -> anyhow::R
     let Some((erasure, deleted, status)) = advanced else {
         return Ok(RunStats::default());
     };
-    metrics::counter!("transform_events_erased_total").increment(deleted.max(0) as u64);
+    metrics::counter!(crate::metrics::TRANSFORM_EVENTS_ERASED).increment(deleted.max(0) as u64);
     if status == "completed" {
-        metrics::counter!("transform_erasures_completed_total").increment(1);
+        metrics::counter!(crate::metrics::TRANSFORM_ERASURES_COMPLETED).increment(1);
     }
     tracing::info!(%tenant, %erasure, deleted, status, "subject erasure step");
     Ok(RunStats {

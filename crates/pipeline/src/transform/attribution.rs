@@ -31,8 +31,8 @@ pub(super) async fn attribute_next_day(
     match recompute_day(&mut tx, tenant, day, settings).await {
         Ok(()) => {
             tx.commit().await?;
-            metrics::counter!("transform_attribution_days_recomputed_total").increment(1);
-            metrics::histogram!("transform_attribution_day_seconds")
+            metrics::counter!(crate::metrics::TRANSFORM_DAYS_RECOMPUTED).increment(1);
+            metrics::histogram!(crate::metrics::TRANSFORM_DAY_DURATION)
                 .record(started.elapsed().as_secs_f64());
             Ok(RunStats {
                 attribution_days: 1,
@@ -55,7 +55,7 @@ pub(super) async fn attribute_next_day(
             .bind(format!("{e:#}").chars().take(500).collect::<String>())
             .execute(pool)
             .await?;
-            metrics::counter!("transform_attribution_days_set_aside_total").increment(1);
+            metrics::counter!(crate::metrics::TRANSFORM_DAYS_SET_ASIDE).increment(1);
             tracing::warn!(%tenant, %day, attempts, retry_in_s = wait.as_secs(), error = format!("{e:#}"),
                 "attribution of a tenant-day failed or exceeded its budget; set aside");
             Ok(RunStats {
