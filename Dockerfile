@@ -32,7 +32,10 @@ ARG CARGO_AUDITABLE_VERSION=0.7.7
 # The toolchain of the workspace's rust-version (Cargo.toml) and ci.yml.
 FROM rust:1.95-slim-trixie AS builder
 ARG CARGO_AUDITABLE_VERSION
-ENV SQLX_OFFLINE=true \
+# The commit in `beacon_build_info` (the release workflow passes the tag's SHA).
+ARG BEACON_COMMIT=unknown
+ENV BEACON_COMMIT=${BEACON_COMMIT} \
+    SQLX_OFFLINE=true \
     CARGO_TERM_COLOR=never \
     CARGO_TARGET_DIR=/cache/target
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
