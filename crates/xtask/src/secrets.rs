@@ -7,9 +7,13 @@
 use std::path::{Path, PathBuf};
 
 /// Password files written next to the certificates: the administrator, every login
-/// role, and the demo users' password used by `cargo xtask seed`.
+/// role, the demo users' password used by `cargo xtask seed`, and Grafana's admin.
 pub fn password_files() -> Vec<String> {
-    let mut names = vec!["postgres-admin".to_owned(), "demo-user".to_owned()];
+    let mut names = vec![
+        "postgres-admin".to_owned(),
+        "demo-user".to_owned(),
+        GRAFANA_ADMIN.to_owned(),
+    ];
     names.extend(db::LOGIN_ROLES.iter().map(|r| (*r).to_owned()));
     names.into_iter().map(|n| format!("{n}.password")).collect()
 }
@@ -21,6 +25,9 @@ pub fn dev_overlay_dir() -> PathBuf {
 /// The dashboard's key for session-bound CSRF tokens (`BEACON_SESSION_KEY_FILE`): one
 /// key for every replica, so a token issued by one is accepted by the others.
 pub const DASHBOARD_SESSION_KEY: &str = "dashboard-session.key";
+
+/// Grafana's admin password (user `admin`; the dev overlay's Secret `grafana-admin`).
+pub const GRAFANA_ADMIN: &str = "grafana-admin";
 
 /// Fills `dir`; returns whether anything was written.
 pub fn generate(dir: &Path) -> anyhow::Result<bool> {
