@@ -4,6 +4,7 @@
 //! volume, and finds its targets by DNS (no API token); Jaeger's store is bounded; the
 //! collector no longer sends metrics nowhere.
 
+use platform::access::AccessModel;
 use serde_json::{Value, json};
 
 use crate::render::{self, arr, containers, kind, name, namespace, templates};
@@ -155,6 +156,121 @@ pub fn problems(docs: &[Value]) -> Vec<String> {
         "the collector still exports to `debug`",
     );
     out
+}
+
+/// Every scrape job reaches what it names: its DNS name is a headless Service (not-ready
+/// pods published) with the job's port, selecting a workload whose container listens
+/// there; and every flow `prometheus -> <component>:admin` of the model has its job.
+/// Checked on the rendered manifests, independently of the generator.
+pub fn scrape_problems(docs: &[Value], model: &AccessModel) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut jobs: Vec<String> = Vec::new();
+    for cm in docs.iter().filter(|d| {
+        kind(d) == "ConfigMap" && namespace(d) == NS && name(d).starts_with("prometheus-scrape")
+    }) {
+        for text in cm["data"].as_object().into_iter().flat_map(|m| m.values()) {
+            let parsed: serde_yaml_ng::Value =
+                serde_yaml_ng::from_str(text.as_str().unwrap_or("")).unwrap_or_default();
+            for job in parsed["scrape_configs"].as_sequence().into_iter().flatten() {
+                let job_name = job["job_name"].as_str().unwrap_or("?").to_owned();
+                for sd in job["dns_sd_configs"].as_sequence().into_iter().flatten() {
+                    let port = sd["port"].as_u64().unwrap_or(0);
+                    for dns in sd["names"].as_sequence().into_iter().flatten() {
+                        let dns = dns.as_str().unwrap_or("");
+                        let mut parts = dns.split('.');
+                        let (svc, ns) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                        let service = docs
+                            .iter()
+                            .find(|d| kind(d) == "Service" && name(d) == svc && namespace(d) == ns);
+                        let Some(service) = service else {
+                            out.push(format!("job {job_name}: no Service {svc} in {ns}"));
+                            continue;
+                        };
+                        let spec = &service["spec"];
+                        if spec["clusterIP"] != "None" || spec["publishNotReadyAddresses"] != true {
+                            out.push(format!(
+                                "job {job_name}: {ns}/{svc} is not headless with not-ready pods published"
+                            ));
+                        }
+                        if !arr(&spec["ports"]).iter().any(|p| p["port"] == port) {
+                            out.push(format!("job {job_name}: {ns}/{svc} has no port {port}"));
+                        }
+                        // Workloads of the model: a pod template selected by the Service
+                        // listens on the port (not prod's PostgreSQL instances: the
+                        // operator makes those pods, selected by its own labels).
+                        let selector = spec["selector"].as_object().cloned().unwrap_or_default();
+                        let operators = selector.keys().all(|k| k.starts_with("cnpg.io/"));
+                        if model.components.contains_key(&job_name) && !operators {
+                            let listens = templates(docs).iter().any(|t| {
+                                t.namespace == ns
+                                    && !selector.is_empty()
+                                    && selector.iter().all(|(k, v)| &t.labels[k] == v)
+                                    && containers(t.spec).iter().any(|c| {
+                                        arr(&c["ports"]).iter().any(|p| p["containerPort"] == port)
+                                    })
+                            });
+                            if !listens {
+                                out.push(format!(
+                                    "job {job_name}: no pod selected by {ns}/{svc} listens on {port}"
+                                ));
+                            }
+                        }
+                    }
+                }
+                jobs.push(job_name);
+            }
+        }
+    }
+    for f in model
+        .flows
+        .iter()
+        .filter(|f| f.from == "prometheus" && f.port == "admin")
+    {
+        if !jobs.contains(&f.to) {
+            out.push(format!(
+                "no scrape job for the flow prometheus -> {}:admin",
+                f.to
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_scrape_job_reaches_a_listening_pod_through_a_headless_service() {
+    let model = AccessModel::load();
+    for (overlay, docs) in [("dev", render::dev()), ("prod", render::prod())] {
+        assert_none("scrape jobs", overlay, scrape_problems(&docs, &model));
+    }
+    let docs = render::dev();
+    let broken = |what: &str, f: &dyn Fn(&mut Vec<Value>)| {
+        let mut docs = docs.clone();
+        f(&mut docs);
+        let p = scrape_problems(&docs, &model);
+        assert!(p.iter().any(|x| x.contains(what)), "{what}: {p:?}");
+    };
+    broken("not headless", &|d| {
+        find_mut(d, "Service", "beacon-api", "api-admin")["spec"]["publishNotReadyAddresses"] =
+            json!(false)
+    });
+    broken("no Service api-admin", &|d| {
+        d.retain(|x| !(kind(x) == "Service" && name(x) == "api-admin"))
+    });
+    broken("listens on 9084", &|d| {
+        find_mut(d, "Service", "beacon-pipeline", "transform-admin")["spec"]["selector"] =
+            json!({"app.kubernetes.io/name": "pipeline"})
+    });
+    broken("prometheus -> loader:admin", &|d| {
+        let cm = d
+            .iter_mut()
+            .find(|x| kind(x) == "ConfigMap" && name(x).starts_with("prometheus-scrape"))
+            .unwrap();
+        let text = cm["data"]["prometheus-scrape.yml"]
+            .as_str()
+            .unwrap()
+            .replace("job_name: loader", "job_name: other");
+        cm["data"]["prometheus-scrape.yml"] = json!(text);
+    });
 }
 
 #[test]
