@@ -3,6 +3,7 @@
 //! `App` its binary runs; only the configuration differs.
 
 pub mod procs;
+pub mod scrape;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 

@@ -277,19 +277,12 @@ async fn csp_violations(stack: &Stack) -> u64 {
         .find(|(n, _)| *n == "dashboard")
         .unwrap()
         .1;
-    let text = stack
-        .client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
+    let metrics = beacon_e2e::scrape::scrape(&stack.client, port)
         .await
         .unwrap();
-    text.lines()
-        .find(|l| l.starts_with("dashboard_csp_violations_total"))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .unwrap_or(0)
+    metrics
+        .family("dashboard_csp_violations_total")
+        .map_or(0.0, |f| f.samples.iter().map(|s| s.value).sum()) as u64
 }
 
 struct Driver(std::process::Child);

@@ -14,6 +14,8 @@ use platform::{
     admin::{AdminServer, Check},
     config,
     db::DbConfig,
+    grpc::{Methods, RpcMetricsLayer},
+    metrics::Metric,
     tls::{self, AllowedCallers, ReloadingServer, TlsFiles},
 };
 use proto::analytics::v1::analytics_server::AnalyticsServer;
@@ -21,6 +23,14 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 pub use service::{AnalyticsService, Bounds};
+
+/// Successful KPI reads by gRPC method (`rpc_server_duration_seconds` counts every call).
+pub const REQUESTS: &str = "analytics_requests_total";
+
+/// What analytics exports besides the shared metrics (the admin server's, the gRPC
+/// server's): registered at start.
+pub const METRICS: &[Metric] =
+    &[Metric::counter(REQUESTS, "KPI reads answered successfully, by gRPC method.").dynamic()];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -61,6 +71,7 @@ pub struct App {
     tls: Arc<ReloadingServer>,
     pool: PgPool,
     callers: AllowedCallers,
+    rpc_metrics: RpcMetricsLayer,
     config: Config,
 }
 
@@ -73,6 +84,16 @@ impl App {
             !callers.is_empty(),
             "the access model allows no caller of analytics"
         );
+        // Every method served (health and reflection included) has its series from start.
+        let rpc_metrics = RpcMetricsLayer::server(Methods::from_descriptor_sets(&[
+            proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        ])?);
+        platform::metrics::register(&[METRICS]);
+        for (_, method) in Methods::from_descriptor_sets(&[proto::FILE_DESCRIPTOR_SET])?.iter() {
+            METRICS[0].series_with(vec![metrics::Label::new("method", method.to_owned())]);
+        }
         let listener = platform::http::bind(config.listen).await?;
         let admin = AdminServer::bind(config.admin, vec![Check::postgres(pool.clone())]).await?;
         tracing::info!(addr = %listener.local_addr()?, admin = %admin.local_addr(), "analytics listening (mTLS)");
@@ -82,6 +103,7 @@ impl App {
             tls,
             pool,
             callers,
+            rpc_metrics,
             config,
         })
     }
@@ -116,6 +138,8 @@ impl App {
         let server = tonic::transport::Server::builder()
             .timeout(self.config.request_timeout)
             .layer(platform::telemetry::grpc_trace_layer())
+            // Refusals of the caller check below are counted too.
+            .layer(self.rpc_metrics)
             .layer(tonic::service::InterceptorLayer::new(self.callers))
             .add_service(health_service)
             .add_optional_service(reflection)

@@ -122,7 +122,7 @@ fn kpi(value: i32) -> Result<Option<domain::Kpi>, Status> {
 }
 
 fn count(method: &'static str) {
-    metrics::counter!("analytics_requests_total", "method" => method).increment(1);
+    metrics::counter!(crate::REQUESTS, "method" => method).increment(1);
 }
 
 #[tonic::async_trait]

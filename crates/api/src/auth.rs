@@ -95,6 +95,13 @@ fn throttled(wait: std::time::Duration) -> Problem {
     .retry_after(retry_after_secs(wait))
 }
 
+/// Sign-ins refused (429) by a throttle, by `reason`: `account`, `address` or `both`.
+pub(crate) const LOGIN_THROTTLED: &str = "auth_login_throttled_total";
+/// Sign-ins refused for bad credentials (wrong, unknown, disabled, revoked, malformed).
+pub(crate) const LOGIN_FAILURES: &str = "auth_login_failures_total";
+/// Password sign-ins refused (503) because every verification slot was busy.
+pub(crate) const LOGIN_BUSY: &str = "api_login_busy_total";
+
 /// Login throttles: per account and per client address.
 #[derive(Debug)]
 pub struct LoginThrottle {
@@ -121,17 +128,22 @@ impl LoginThrottle {
     fn begin(&self, account: Option<&str>, address: Option<&str>) -> Result<Attempts<'_>, Problem> {
         let account = account.map(|k| self.account.begin(k)).transpose();
         let address = address.map(|k| self.address.begin(k)).transpose();
-        match (account, address) {
-            (Ok(account), Ok(address)) => Ok(Attempts { account, address }),
-            (Err(w), Ok(_)) | (Ok(_), Err(w)) => Err(throttled(w)),
-            (Err(a), Err(b)) => Err(throttled(a.max(b))),
-        }
-        .inspect_err(|_| tracing::warn!("login throttled"))
+        let (reason, wait) = match (account, address) {
+            (Ok(account), Ok(address)) => return Ok(Attempts { account, address }),
+            (Err(w), Ok(_)) => ("account", w),
+            (Ok(_), Err(w)) => ("address", w),
+            (Err(a), Err(b)) => ("both", a.max(b)),
+        };
+        metrics::counter!(LOGIN_THROTTLED, "reason" => reason).increment(1);
+        tracing::warn!(reason, "login throttled");
+        Err(throttled(wait))
     }
 }
 
 impl Attempts<'_> {
+    /// Every refused sign-in ends here (`auth_login_failures_total`).
     fn failed(self) {
+        metrics::counter!(LOGIN_FAILURES).increment(1);
         for attempt in [self.account, self.address].into_iter().flatten() {
             attempt.failed();
         }
@@ -212,7 +224,7 @@ async fn password_grant(
         return Err(invalid_credentials().into());
     };
     let permit = state.hashing.try_acquire().inspect_err(|_| {
-        metrics::counter!("api_login_busy_total").increment(1);
+        metrics::counter!(LOGIN_BUSY).increment(1);
         tracing::warn!("password verification busy");
     })?;
     let row: Option<LoginRow> = sqlx::query_as(

@@ -26,20 +26,58 @@ use platform::{
     client_addr::TrustedProxies,
     config,
     db::DbConfig,
+    grpc::{Methods, RpcMetricsLayer},
     http::{HttpLimits, HttpService},
+    metrics::Metric,
     ratelimit::{BackoffConfig, RateLimiter},
-    telemetry::GrpcTracePropagation,
     tls::{self, TlsFiles},
 };
 use proto::analytics::v1::analytics_client::AnalyticsClient;
 use sqlx::PgPool;
-use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 pub use auth::LoginThrottle;
 pub use credentials::{PasswordHashing, TokenSigner};
 pub use routes::router;
 
-pub type Analytics = AnalyticsClient<InterceptedService<Channel, GrpcTracePropagation>>;
+/// The analytics client: calls timed (`rpc_client_duration_seconds`), trace context
+/// propagated.
+pub type Analytics = AnalyticsClient<platform::grpc::Client>;
+
+/// Requests refused for a missing scope (403).
+pub(crate) const PERMISSION_DENIED: &str = "api_permission_denied_total";
+
+/// What the api exports besides the shared metrics (HTTP server, database, gRPC
+/// client): registered at start.
+pub const METRICS: &[Metric] = &[
+    Metric::counter(
+        auth::LOGIN_THROTTLED,
+        "Sign-ins refused (429) by the login throttle, by reason: account, address or both.",
+    )
+    .with_series(&[
+        &[("reason", "account")],
+        &[("reason", "address")],
+        &[("reason", "both")],
+    ]),
+    Metric::counter(
+        auth::LOGIN_FAILURES,
+        "Sign-ins refused for bad credentials (wrong, unknown, disabled, revoked or malformed).",
+    ),
+    Metric::counter(
+        auth::LOGIN_BUSY,
+        "Password sign-ins refused (503) because every password verification slot was busy.",
+    ),
+    Metric::counter(
+        PERMISSION_DENIED,
+        "Requests refused (403) because the token lacks the route's scope.",
+    ),
+];
+
+/// The gRPC client layer for calls to analytics (a series per analytics method).
+pub fn analytics_metrics() -> anyhow::Result<RpcMetricsLayer> {
+    Ok(RpcMetricsLayer::client(Methods::from_descriptor_sets(&[
+        proto::FILE_DESCRIPTOR_SET,
+    ])?))
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -314,7 +352,9 @@ impl App {
             client_tls.clone(),
             config.analytics_timeout,
         )?;
-        let analytics = AnalyticsClient::with_interceptor(channel, GrpcTracePropagation);
+        platform::metrics::register(&[METRICS]);
+        let analytics =
+            AnalyticsClient::new(platform::grpc::client(channel, &analytics_metrics()?));
         let pool = config.db.pool();
         let analytics_check = {
             let (addr, name) = (

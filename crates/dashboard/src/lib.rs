@@ -17,10 +17,20 @@ use platform::{
     client_addr::TrustedProxies,
     config,
     http::{HttpLimits, HttpService},
+    metrics::Metric,
 };
 
 pub use format::{format_count, format_money, format_ratio};
 pub use pages::{format_credit, router};
+
+/// Content-Security-Policy violations reported by browsers.
+pub(crate) const CSP_VIOLATIONS: &str = "dashboard_csp_violations_total";
+
+/// What the dashboard exports besides the shared metrics: registered at start.
+pub const METRICS: &[Metric] = &[Metric::counter(
+    CSP_VIOLATIONS,
+    "Content-Security-Policy violations reported by browsers (a page breaking the policy).",
+)];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -65,6 +75,7 @@ pub struct App;
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<HttpService> {
+        platform::metrics::register(&[METRICS]);
         let client = reqwest::Client::builder()
             .timeout(config.api_timeout)
             .no_proxy()

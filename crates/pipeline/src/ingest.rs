@@ -146,7 +146,7 @@ impl FromRequestParts<AppState> for Writer {
         let Bearer(claims) = Bearer::from_request_parts(parts, state).await?;
         claims.require(scope::EVENTS_WRITE)?;
         if let Err(wait) = state.limiter.check(&claims.tenant) {
-            metrics::counter!("ingest_rate_limited_total").increment(1);
+            metrics::counter!(crate::metrics::INGEST_RATE_LIMITED).increment(1);
             tracing::info!(tenant = %claims.tenant, "rate limited");
             return Err(Problem::too_many_requests(wait));
         }
@@ -182,7 +182,11 @@ async fn post_events(
     let mut lease = state.budget.lease();
     let body = platform::body::read_body(&headers, body, state.body_limits, &mut lease).await?;
     let events = parse(&body, &state.limits, time::OffsetDateTime::now_utc()).map_err(|e| {
-        metrics::counter!("ingest_batches_rejected_total").increment(1);
+        metrics::counter!(
+            crate::metrics::INGEST_BATCHES_REJECTED,
+            "reason" => crate::metrics::rejection_reason(&e),
+        )
+        .increment(1);
         batch_problem(&e)
     })?;
     drop(body);
@@ -216,8 +220,11 @@ async fn post_events(
                 .detail("the batch may not be stored; retry it (re-sent events are deduplicated)")
                 .retry_after(1)
         })?;
-        metrics::counter!("ingest_events_accepted_total").increment(outcome.accepted);
-        metrics::counter!("ingest_events_duplicate_total").increment(outcome.duplicates);
+        let tenant = claims.tenant.to_string();
+        metrics::counter!(crate::metrics::INGEST_EVENTS_ACCEPTED, "tenant" => tenant.clone())
+            .increment(outcome.accepted);
+        metrics::counter!(crate::metrics::INGEST_EVENTS_DUPLICATE, "tenant" => tenant)
+            .increment(outcome.duplicates);
         return Ok(Json(outcome));
     }
     tracing::warn!(status = status.as_u16(), "loader refused batch");
@@ -258,6 +265,7 @@ impl App {
         config: Config,
         verifier: Arc<TokenVerifier>,
     ) -> anyhow::Result<HttpService> {
+        platform::metrics::register(&[crate::metrics::INGEST]);
         let router = router(&config, verifier)?;
         let loader_ready = {
             let client = reqwest::Client::builder()

@@ -10,6 +10,7 @@
 
 pub mod ingest;
 pub mod loader;
+pub mod metrics;
 pub mod transform;
 
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub async fn run_loader(shutdown: Shutdown) -> anyhow::Result<()> {
 /// (`once`, for Jobs and tests).
 pub async fn run_transform(shutdown: Shutdown, once: bool) -> anyhow::Result<()> {
     let config = transform::Config::from_env()?;
+    platform::metrics::register(&[crate::metrics::TRANSFORM]);
     if once {
         transform::run_once_with(&config.db.pool(), &config.settings)
             .await

@@ -100,7 +100,7 @@ async fn post_batch(
         accepted,
         duplicates: events.len() as u64 - accepted,
     };
-    metrics::counter!("loader_events_stored_total").increment(outcome.accepted);
+    metrics::counter!(crate::metrics::LOADER_EVENTS_STORED).increment(outcome.accepted);
     tracing::info!(
         accepted = outcome.accepted,
         duplicates = outcome.duplicates,
@@ -114,6 +114,7 @@ async fn post_batch(
 /// conflict target on purpose: a target makes PostgreSQL require SELECT on its columns,
 /// and the loader must never read. The primary key (tenant_id, event_id) is the only
 /// unique constraint, so it is the one that dedupes. Returns how many rows were new.
+#[tracing::instrument(name = "db.query", skip_all, fields(db.operation = "raw_events.insert"))]
 pub async fn insert_batch(
     pool: &PgPool,
     tenant: Uuid,
@@ -200,6 +201,7 @@ impl App {
             "BEACON_LISTEN_ADDR: the loader listens on loopback only (it is a sidecar), refusing {}",
             config.listen
         );
+        platform::metrics::register(&[crate::metrics::LOADER]);
         let pool = config.db.pool();
         let checks = vec![Check::postgres(pool.clone())];
         let router = router(pool, verifier, &config);

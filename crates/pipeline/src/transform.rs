@@ -266,7 +266,7 @@ pub async fn run_once_with(pool: &PgPool, settings: &Settings) -> anyhow::Result
             // One tenant's failure does not stop the others: reported after the run.
             Err(e) => {
                 tracing::warn!(%tenant, error = format!("{e:#}"), "transform: a tenant's turn failed");
-                metrics::counter!("transform_failures_total").increment(1);
+                metrics::counter!(crate::metrics::TRANSFORM_FAILURES).increment(1);
                 idle.insert(tenant);
                 first_error.get_or_insert(e);
             }
@@ -277,8 +277,8 @@ pub async fn run_once_with(pool: &PgPool, settings: &Settings) -> anyhow::Result
     {
         return Err(e);
     }
-    metrics::counter!("transform_runs_total").increment(1);
-    metrics::gauge!("transform_last_success_timestamp_seconds")
+    metrics::counter!(crate::metrics::TRANSFORM_RUNS).increment(1);
+    metrics::gauge!(crate::metrics::TRANSFORM_LAST_SUCCESS)
         .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
     Ok(total)
 }
@@ -398,7 +398,7 @@ async fn aggregate_chunk(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    metrics::counter!("transform_events_processed_total").increment(events as u64);
+    metrics::counter!(crate::metrics::TRANSFORM_EVENTS_PROCESSED).increment(events as u64);
     tracing::info!(%tenant, events, facts_touched, batches = xids.len(), "transform chunk");
     Ok(RunStats {
         events,
@@ -431,8 +431,8 @@ async fn attribute_next_day(
     match recompute_day(&mut tx, tenant, day, settings).await {
         Ok(()) => {
             tx.commit().await?;
-            metrics::counter!("transform_attribution_days_recomputed_total").increment(1);
-            metrics::histogram!("transform_attribution_day_seconds")
+            metrics::counter!(crate::metrics::TRANSFORM_DAYS_RECOMPUTED).increment(1);
+            metrics::histogram!(crate::metrics::TRANSFORM_DAY_DURATION)
                 .record(started.elapsed().as_secs_f64());
             Ok(RunStats {
                 attribution_days: 1,
@@ -455,7 +455,7 @@ async fn attribute_next_day(
             .bind(format!("{e:#}").chars().take(500).collect::<String>())
             .execute(pool)
             .await?;
-            metrics::counter!("transform_attribution_days_set_aside_total").increment(1);
+            metrics::counter!(crate::metrics::TRANSFORM_DAYS_SET_ASIDE).increment(1);
             tracing::warn!(%tenant, %day, attempts, retry_in_s = wait.as_secs(), error = format!("{e:#}"),
                 "attribution of a tenant-day failed or exceeded its budget; set aside");
             Ok(RunStats {
@@ -556,7 +556,7 @@ pub async fn lag_seconds(pool: &PgPool) -> anyhow::Result<f64> {
 }
 
 async fn export_backlog(pool: &PgPool) -> anyhow::Result<()> {
-    metrics::gauge!("transform_lag_seconds").set(lag_seconds(pool).await?);
+    metrics::gauge!(crate::metrics::TRANSFORM_LAG).set(lag_seconds(pool).await?);
     let (batches, days, deferred): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM raw.batches),
                 count(*), count(*) FILTER (WHERE attempts > 0)
@@ -564,9 +564,9 @@ async fn export_backlog(pool: &PgPool) -> anyhow::Result<()> {
     )
     .fetch_one(pool)
     .await?;
-    metrics::gauge!("transform_pending_batches").set(batches as f64);
-    metrics::gauge!("transform_attribution_days_pending").set(days as f64);
-    metrics::gauge!("transform_attribution_days_deferred").set(deferred as f64);
+    metrics::gauge!(crate::metrics::TRANSFORM_PENDING_BATCHES).set(batches as f64);
+    metrics::gauge!(crate::metrics::TRANSFORM_DAYS_PENDING).set(days as f64);
+    metrics::gauge!(crate::metrics::TRANSFORM_DAYS_DEFERRED).set(deferred as f64);
     Ok(())
 }
 
@@ -587,7 +587,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                 tracing::warn!(error = format!("{e:#}"), "cannot measure the backlog");
             }
             if let Err(e) = run_once_with(&pool, &config.settings).await {
-                metrics::counter!("transform_failures_total").increment(1);
+                metrics::counter!(crate::metrics::TRANSFORM_FAILURES).increment(1);
                 tracing::warn!(error = format!("{e:#}"), "transform run failed, will retry");
             }
         }

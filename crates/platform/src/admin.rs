@@ -1,14 +1,15 @@
 //! The admin server, on its own port, never on the public one: `/healthz` (the process
-//! is alive), `/readyz` (its dependencies are reachable) and `/metrics` (Prometheus).
+//! is alive), `/readyz` (its dependencies are reachable) and `/metrics` (Prometheus:
+//! `beacon_build_info`, and the database pool's usage sampled at each scrape).
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, sync::OnceLock, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::Shutdown;
+use crate::{Shutdown, metrics as m};
 
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
@@ -17,6 +18,8 @@ type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 pub struct Check {
     name: &'static str,
     run: Arc<dyn Fn() -> CheckFuture + Send + Sync>,
+    /// The pool a `postgres` check reads: its usage is exported at each scrape.
+    pool: Option<sqlx::PgPool>,
 }
 
 impl std::fmt::Debug for Check {
@@ -34,38 +37,42 @@ impl Check {
         Self {
             name,
             run: Arc::new(move || Box::pin(run())),
+            pool: None,
         }
     }
 
-    /// Ready when `SELECT 1` answers on the pool within a second.
+    /// Ready when `SELECT 1` answers on the pool within a second (the database
+    /// operation `ready_check`). The admin server exports the pool's usage.
     pub fn postgres(pool: sqlx::PgPool) -> Self {
-        Self::new("postgres", move || {
-            let pool = pool.clone();
-            async move {
-                tokio::time::timeout(
-                    Duration::from_secs(1),
-                    sqlx::query("SELECT 1").execute(&pool),
-                )
-                .await
-                .map_err(|_| "timed out".to_owned())?
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-            }
-        })
+        let check = pool.clone();
+        Self {
+            pool: Some(pool),
+            ..Self::new("postgres", move || {
+                let pool = check.clone();
+                async move {
+                    tokio::time::timeout(Duration::from_secs(1), ready_check(&pool))
+                        .await
+                        .map_err(|_| "timed out".to_owned())?
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            })
+        }
     }
 }
 
-/// The process-wide Prometheus recorder (installed once, shared by in-process apps).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
+#[tracing::instrument(name = "db.query", skip_all, fields(db.operation = m::READY_CHECK_OPERATION))]
+async fn ready_check(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+}
+
+/// Exports the usage of `pool` (`db_client_connections_*`).
+fn sample_pool(pool: &sqlx::PgPool) {
+    let size = pool.size();
+    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(size);
+    metrics::gauge!(m::DB_CONNECTIONS_USAGE, "state" => "idle").set(f64::from(idle));
+    metrics::gauge!(m::DB_CONNECTIONS_USAGE, "state" => "used").set(f64::from(size - idle));
+    metrics::gauge!(m::DB_CONNECTIONS_MAX).set(f64::from(pool.options().get_max_connections()));
 }
 
 #[derive(Clone)]
@@ -74,12 +81,18 @@ struct AdminState {
     metrics: PrometheusHandle,
 }
 
-/// The admin router; tested without a socket.
+/// The admin router; tested without a socket. Registers what every service exports
+/// ([`m::COMMON`], and [`m::DB_CLIENT`] with a database check).
 pub fn router(checks: Vec<Check>) -> Router {
     let state = AdminState {
         checks: Arc::new(checks),
-        metrics: metrics_handle(),
+        metrics: m::handle(),
     };
+    m::register_build_info();
+    for pool in state.checks.iter().filter_map(|c| c.pool.as_ref()) {
+        m::register(&[m::DB_CLIENT]);
+        sample_pool(pool);
+    }
     Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
         .route("/readyz", get(readyz))
@@ -110,6 +123,9 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    for pool in state.checks.iter().filter_map(|c| c.pool.as_ref()) {
+        sample_pool(pool);
+    }
     state.metrics.run_upkeep();
     (
         [(

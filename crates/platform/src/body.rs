@@ -30,7 +30,9 @@ pub struct ByteBudget {
 
 impl ByteBudget {
     /// `total` bytes in all; a request that finds them spent waits at most `wait`.
+    /// Registers the body metrics ([`crate::metrics::HTTP_BODY`]).
     pub fn new(total: usize, wait: Duration) -> Self {
+        crate::metrics::register(&[crate::metrics::HTTP_BODY]);
         let total = total.min(Semaphore::MAX_PERMITS);
         Self {
             bytes: Arc::new(Semaphore::new(total)),
@@ -94,7 +96,7 @@ impl Lease {
                 Ok(())
             }
             _ => {
-                metrics::counter!("http_body_budget_exhausted_total").increment(1);
+                metrics::counter!(crate::metrics::HTTP_BODY_BUDGET_EXHAUSTED).increment(1);
                 tracing::info!(
                     wanted = more,
                     held = self.held,
@@ -249,7 +251,7 @@ async fn gunzip(sent: &[u8], max: usize, lease: &mut Lease) -> Result<Vec<u8>, P
     loop {
         let len = out.len();
         if len > max {
-            metrics::counter!("http_decompression_refused_total").increment(1);
+            metrics::counter!(crate::metrics::HTTP_DECOMPRESSION_REFUSED).increment(1);
             return Err(too_large(true, max));
         }
         // One byte past the limit is enough to know the body is too large.

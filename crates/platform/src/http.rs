@@ -145,9 +145,11 @@ pub struct HttpLimits {
 }
 
 /// The standard stack: request id (set, propagated), a span per request named by the
-/// matched route and parented on the caller's `traceparent`, a timeout answering 503
-/// problem+json, a body limit answering 413, and security headers.
+/// matched route and parented on the caller's `traceparent`, the request duration
+/// histogram, a timeout answering 503 problem+json, a body limit answering 413, and
+/// security headers.
 pub fn with_standard_layers(router: Router, limits: HttpLimits) -> Router {
+    crate::metrics::register(&[crate::metrics::HTTP_SERVER]);
     router
         // axum's own extractor default (2 MiB) would silently override a larger limit.
         .layer(axum::extract::DefaultBodyLimit::max(limits.body_bytes))
@@ -190,10 +192,9 @@ pub fn with_standard_layers(router: Router, limits: HttpLimits) -> Router {
                         latency_ms = latency.as_millis() as u64,
                         "request"
                     );
-                    metrics::histogram!("http_request_duration_seconds")
-                        .record(latency.as_secs_f64());
                 }),
         )
+        .layer(axum::middleware::from_fn(record_duration))
         .layer(PropagateHeaderLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(axum::middleware::map_request(drop_invalid_request_id))
@@ -213,6 +214,27 @@ pub fn with_standard_layers(router: Router, limits: HttpLimits) -> Router {
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ))
+}
+
+/// Records `http_server_request_duration_seconds` by method, matched route template
+/// (`unmatched` for every unknown path) and status class: labels from closed lists, so
+/// no request can create a series.
+async fn record_duration(request: Request<Body>, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = crate::metrics::method_label(request.method());
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || crate::metrics::UNMATCHED_ROUTE.to_owned(),
+        |m| m.as_str().to_owned(),
+    );
+    let response = next.run(request).await;
+    metrics::histogram!(
+        crate::metrics::HTTP_SERVER_DURATION,
+        "method" => method,
+        "route" => route,
+        "status_class" => crate::metrics::status_class(response.status().as_u16()),
+    )
+    .record(started.elapsed());
+    response
 }
 
 /// Longest `X-Request-Id` accepted from a caller.

@@ -4,7 +4,7 @@
 //! [`config`]) → `App::build` → `run_until_stopped`. Everything a service needs to be
 //! a well-behaved process lives here once: typed configuration with secrets read from
 //! files, JSON logs and OpenTelemetry traces with W3C propagation, the admin server
-//! (`/healthz`, `/readyz`, `/metrics`), graceful shutdown, the PostgreSQL pool (one
+//! (`/healthz`, `/readyz`, `/metrics`), the metrics every service shares, graceful shutdown, the PostgreSQL pool (one
 //! role per component, statement timeout, per-transaction tenant), mTLS configuration
 //! with certificate reload, and access-token verification.
 
@@ -15,7 +15,9 @@ pub mod body;
 pub mod client_addr;
 pub mod config;
 pub mod db;
+pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod ratelimit;
 pub mod service;
 pub mod shutdown;

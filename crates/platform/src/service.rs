@@ -31,6 +31,8 @@ where
                 return 2;
             }
         };
+        // Before anything records: every series carries `service`.
+        crate::metrics::install(service);
         let guard = match telemetry::init(&config) {
             Ok(g) => g,
             Err(e) => {

@@ -1,7 +1,10 @@
 //! One telemetry init for every service: `RUST_LOG` filter, JSON logs (or pretty with
 //! `BEACON_LOG_FORMAT=pretty`), OpenTelemetry spans exported over OTLP/gRPC when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and W3C trace-context propagation helpers for
-//! HTTP and gRPC, server and client side.
+//! HTTP and gRPC, server and client side. Database operations (spans named
+//! `db.query` with a `db.operation` field: the named query functions and the tenant
+//! transactions) are timed into `db_client_operation_duration_seconds`, whatever the
+//! log filter says.
 
 use std::sync::OnceLock;
 
@@ -10,7 +13,10 @@ use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt, registry::LookupSpan,
+    util::SubscriberInitExt,
+};
 
 /// Flushes and shuts the tracer provider down when dropped (at the end of `main`).
 #[derive(Debug)]
@@ -88,8 +94,12 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     let provider = tracer_provider(&config.service, config.otlp_endpoint.as_deref())?;
     global::set_tracer_provider(provider.clone());
     let tracer = provider.tracer(config.service.clone());
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn"));
+    // One filter per layer: logs and exported spans follow `RUST_LOG`, while the
+    // database timings see their spans whatever it says.
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn"))
+    };
     let fmt = match config.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -100,11 +110,83 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
     };
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(fmt.with_filter(filter()))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(filter()),
+        )
+        .with(
+            DbOperationTimer
+                .with_filter(filter_fn(|meta| meta.is_span() && meta.name() == DB_SPAN)),
+        )
         .try_init()?;
     Ok(TelemetryGuard { provider })
+}
+
+/// The name of the span every named database operation runs in, with the field
+/// [`DB_OPERATION_FIELD`] naming the operation (a literal of the code, never input).
+pub const DB_SPAN: &str = "db.query";
+pub const DB_OPERATION_FIELD: &str = "db.operation";
+
+/// Times `db.query` spans from creation to close into
+/// `db_client_operation_duration_seconds{operation}`: the one place database
+/// durations are recorded, for every query function that declares its span.
+#[derive(Debug, Clone, Copy)]
+pub struct DbOperationTimer;
+
+struct DbTiming {
+    started: std::time::Instant,
+    operation: String,
+}
+
+#[derive(Default)]
+struct OperationVisitor(Option<String>);
+
+impl tracing::field::Visit for OperationVisitor {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == DB_OPERATION_FIELD {
+            self.0 = Some(value.to_owned());
+        }
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == DB_OPERATION_FIELD {
+            self.0 = Some(format!("{value:?}").trim_matches('"').to_owned());
+        }
+    }
+}
+
+impl<S> Layer<S> for DbOperationTimer
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut visitor = OperationVisitor::default();
+        attrs.record(&mut visitor);
+        if let (Some(operation), Some(span)) = (visitor.0, ctx.span(id)) {
+            span.extensions_mut().insert(DbTiming {
+                started: std::time::Instant::now(),
+                operation,
+            });
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if let Some(span) = ctx.span(&id)
+            && let Some(timing) = span.extensions_mut().remove::<DbTiming>()
+        {
+            metrics::histogram!(
+                crate::metrics::DB_OPERATION_DURATION,
+                "operation" => timing.operation,
+            )
+            .record(timing.started.elapsed());
+        }
+    }
 }
 
 /// Installs the W3C propagator without a subscriber (tests that build apps in-process).

@@ -36,7 +36,7 @@ pub(super) async fn enforce(
         let meta = Meta::from_parts(&parts);
         drop(body);
         tracing::info!(sub = %claims.sub, needed = permission, "permission denied");
-        metrics::counter!("api_permission_denied_total").increment(1);
+        metrics::counter!(crate::PERMISSION_DENIED).increment(1);
         // Sampled per tenant and subject: a client hammering a forbidden route writes a
         // bounded number of rows, each counting the denials left out before it.
         if let Some(left_out) = state.denials.sample(&(claims.tenant, claims.sub.clone())) {

@@ -194,9 +194,8 @@ pub(crate) fn state(keys: &Keys) -> AppState {
         .connect_lazy("postgres://nobody@127.0.0.1:1/none")
         .unwrap();
     let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
-    let analytics = proto::analytics::v1::analytics_client::AnalyticsClient::with_interceptor(
-        channel,
-        platform::telemetry::GrpcTracePropagation,
+    let analytics = proto::analytics::v1::analytics_client::AnalyticsClient::new(
+        platform::grpc::client(channel, &crate::analytics_metrics().unwrap()),
     );
     AppState::new(
         pool,

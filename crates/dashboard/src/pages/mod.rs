@@ -95,7 +95,7 @@ async fn csp_report(body: axum::body::Bytes) -> StatusCode {
         page = r["document-uri"].as_str().unwrap_or("?"),
         "content security policy violation"
     );
-    metrics::counter!("dashboard_csp_violations_total").increment(1);
+    metrics::counter!(crate::CSP_VIOLATIONS).increment(1);
     StatusCode::NO_CONTENT
 }
 
