@@ -184,6 +184,36 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
     names
 }
 
+/// The label matchers of each `metric{...}` selector of a PromQL expression: (metric,
+/// label names).
+pub fn selectors(expr: &str) -> Vec<(String, Vec<String>)> {
+    let text = without_strings(expr);
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(open) = rest.find('{') {
+        let before: Vec<char> = rest[..open].trim_end().chars().collect();
+        let mut start = before.len();
+        while start > 0 && ident(before[start - 1]) {
+            start -= 1;
+        }
+        let metric: String = before[start..].iter().collect();
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        let labels = rest[open + 1..open + close]
+            .split(',')
+            .filter_map(|m| m.split(['=', '!', '~']).next())
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect();
+        if !metric.is_empty() {
+            out.push((metric, labels));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out
+}
+
 /// The expressions of the rule files and the names they record.
 fn rules() -> (Vec<String>, BTreeSet<String>) {
     let mut exprs = Vec::new();
@@ -358,6 +388,18 @@ fn metric_names_are_read_from_promql() {
         ]
     );
     assert_eq!(
+        selectors(
+            r#"sum(rate(x_count{job=~"$job",status_class!="5xx"}[5m])) / y{le="0.5", state = "a,b"} + z"#
+        ),
+        [
+            (
+                "x_count".to_owned(),
+                vec!["job".to_owned(), "status_class".to_owned()]
+            ),
+            ("y".to_owned(), vec!["le".to_owned(), "state".to_owned()])
+        ]
+    );
+    assert_eq!(
         names("time() - max(transform_last_success_timestamp_seconds) offset 5m"),
         ["transform_last_success_timestamp_seconds"]
     );
@@ -432,39 +474,64 @@ fn dashboards_use_the_provisioned_datasource_and_are_all_provisioned() {
     );
 }
 
-/// The names of the samples in a Prometheus text exposition.
-fn exported(text: &str) -> BTreeSet<String> {
-    text.lines()
+/// The names of the samples in a Prometheus text exposition, each with the names of
+/// the labels it is exported with.
+fn exported(text: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in text
+        .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .map(str::to_owned)
-        .collect()
+    {
+        let name = line.split(['{', ' ']).next().unwrap_or("").to_owned();
+        let labels = out.entry(name).or_default();
+        if let Some((_, rest)) = line.split_once('{') {
+            let inside = without_strings(rest.split('}').next().unwrap_or(""));
+            labels.extend(
+                inside
+                    .split(',')
+                    .filter_map(|m| m.split('=').next())
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty()),
+            );
+        }
+    }
+    out
 }
 
 #[sqlx::test(migrations = false)]
 async fn every_metric_of_the_dashboards_and_rules_is_exported(admin: PgPool) {
     let (rule_exprs, recorded) = rules();
-    let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for e in &rule_exprs {
-        for n in metric_names(e) {
-            used.entry(n).or_default().insert("rules".into());
-        }
-    }
+    // (expression, where it is used)
+    let mut exprs: Vec<(String, String)> = rule_exprs
+        .into_iter()
+        .map(|e| (e, "rules".to_owned()))
+        .collect();
     for (file, d) in dashboards() {
-        for e in dashboard_exprs(&d) {
-            for n in metric_names(&e) {
-                used.entry(n).or_default().insert(file.clone());
-            }
+        exprs.extend(dashboard_exprs(&d).into_iter().map(|e| (e, file.clone())));
+    }
+    let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (e, origin) in &exprs {
+        for n in metric_names(e) {
+            used.entry(n).or_default().insert(origin.clone());
         }
     }
     assert!(used.len() > 20, "too few metric names found: {used:?}");
+    let ours = |n: &str| !made_by_prometheus(n) && !recorded.contains(n);
 
     let bin = Path::new(env!("CARGO_BIN_EXE_beacon-testsvc"));
     let stack = ProcStack::start(admin, bin, &[]).await.expect("stack");
-    // Some traffic, so that series created on first use exist too: a refused sign-in,
-    // an unauthenticated KPI query, an unauthenticated ingest, the dashboard's sign-in
-    // page. The transform runs on its own (every 200 ms here).
+    // Some traffic, so that series created on first use exist too (the per-tenant
+    // ingest counters): a tenant's events, a refused sign-in, an unauthenticated KPI
+    // query and ingest, the dashboard's sign-in page. The transform runs on its own
+    // (every 200 ms here).
     let client = &stack.client;
+    let tenant = &xtask::seed::demo_tenants("a long enough password")[0];
+    let token = stack.tenant(tenant).await.expect("tenant");
+    let events =
+        xtask::seed::generate_events(1, 20, 3, tenant.currency, time::OffsetDateTime::now_utc());
+    xtask::seed::push(client, &stack.url("ingest"), &token, &events, 10)
+        .await
+        .expect("events accepted");
     let _ = client
         .post(format!("{}/v1/auth/token", stack.url("api")))
         .json(&serde_json::json!({"grant_type": "password", "username": "nobody@example.com", "password": "wrong"}))
@@ -482,7 +549,7 @@ async fn every_metric_of_the_dashboards_and_rules_is_exported(admin: PgPool) {
     let _ = client.get(stack.url("dashboard")).send().await;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 
-    let mut names = BTreeSet::new();
+    let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut silent = Vec::new();
     for (service, s) in &stack.services {
         let text = client
@@ -497,22 +564,39 @@ async fn every_metric_of_the_dashboards_and_rules_is_exported(admin: PgPool) {
         if mine.is_empty() {
             silent.push(*service);
         }
-        names.extend(mine);
+        for (name, labels) in mine {
+            names.entry(name).or_default().extend(labels);
+        }
     }
-    let missing: Vec<String> = used
+    let mut problems: Vec<String> = used
         .iter()
-        .filter(|(n, _)| !made_by_prometheus(n) && !recorded.contains(*n))
-        .filter(|(n, _)| !names.contains(*n))
+        .filter(|(n, _)| ours(n) && !names.contains_key(*n))
         .map(|(n, by)| {
             format!(
-                "{n} (used by {})",
+                "{n} (used by {}) is exported by no service",
                 by.iter().cloned().collect::<Vec<_>>().join(", ")
             )
         })
         .collect();
+    // Every label a selector matches on is one the metric has (or one Prometheus adds:
+    // job and instance, and namespace from the generated scrape jobs).
+    for (e, origin) in &exprs {
+        for (metric, labels) in selectors(e) {
+            let Some(has) = names.get(&metric) else {
+                continue;
+            };
+            for l in labels {
+                if !has.contains(&l) && !["job", "instance", "namespace"].contains(&l.as_str()) {
+                    problems.push(format!("{origin}: {metric} has no label {l}"));
+                }
+            }
+        }
+    }
+    problems.extend(silent.iter().map(|s| format!("{s} exports nothing")));
     assert!(
-        missing.is_empty() && silent.is_empty(),
-        "used by a dashboard or a rule but exported by no service:\n  {}\nservices exporting nothing: {silent:?}\nexported: {names:?}",
-        missing.join("\n  ")
+        problems.is_empty(),
+        "dashboards and rules against the services' /metrics:\n  {}\nexported: {:?}",
+        problems.join("\n  "),
+        names.keys().collect::<Vec<_>>()
     );
 }
