@@ -272,6 +272,23 @@ pub fn register_build_info() {
     metrics::gauge!(BUILD_INFO, "version" => VERSION, "commit" => commit()).set(1.0);
 }
 
+/// Registers a `2xx` series of `http_server_request_duration_seconds` per route of a
+/// route table (method, template), so dashboards list every route from start.
+pub fn register_http_routes<'a>(routes: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    for (method, route) in routes {
+        HTTP_SERVER[0].series_with(vec![
+            metrics::Label::new("method", method.to_owned()),
+            metrics::Label::new("route", route.to_owned()),
+            metrics::Label::new("status_class", "2xx"),
+        ]);
+    }
+}
+
+/// Records one database operation's duration (`db_client_operation_duration_seconds`).
+pub fn record_db_operation(operation: metrics::SharedString, took: std::time::Duration) {
+    metrics::histogram!(DB_OPERATION_DURATION, "operation" => operation).record(took);
+}
+
 /// The `status_class` label of an HTTP status: `1xx` to `5xx`.
 pub fn status_class(status: u16) -> &'static str {
     match status {

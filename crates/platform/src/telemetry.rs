@@ -180,11 +180,7 @@ where
         if let Some(span) = ctx.span(&id)
             && let Some(timing) = span.extensions_mut().remove::<DbTiming>()
         {
-            metrics::histogram!(
-                crate::metrics::DB_OPERATION_DURATION,
-                "operation" => timing.operation,
-            )
-            .record(timing.started.elapsed());
+            crate::metrics::record_db_operation(timing.operation.into(), timing.started.elapsed());
         }
     }
 }

@@ -86,6 +86,7 @@ pub fn router(
         router = router.routes((schemas, paths, method_router));
     }
     let (router, _) = router.split_for_parts();
+    platform::metrics::register_http_routes(ROUTES.iter().map(|r| (r.method, r.path)));
     let trusted = state.trusted_proxies.clone();
     let router = router
         .with_state(state)
