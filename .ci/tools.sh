@@ -14,6 +14,7 @@ OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 # `prometheus` package: only the binary is extracted, no service is installed or started.
 # It is older than the Prometheus the cluster runs (k8s/base/observability): the rule
 # syntax checked here is the same in both.
+# renovate: manual (Debian bookworm's package revision: it changes only with a Debian security update; bump it then)
 PROMTOOL_DEB_VERSION=2.42.0+ds-5+deb12u1
 
 TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/beacon-ci"
