@@ -23,6 +23,12 @@ OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 CHECK_JSONSCHEMA_VERSION=0.39.0
 # renovate: datasource=crate depName=cargo-cyclonedx
 CARGO_CYCLONEDX_VERSION=0.5.9
+# promtool (Prometheus' rule checker and rule unit tests) from Debian bookworm's
+# `prometheus` package: only the binary is extracted, no service is installed or started.
+# It is older than the Prometheus the cluster runs (k8s/base/observability): the rule
+# syntax checked here is the same in both.
+# renovate: manual (Debian bookworm's package revision: it changes only with a Debian security update; bump it then)
+PROMTOOL_DEB_VERSION=2.42.0+ds-5+deb12u1
 
 TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/beacon-ci"
 mkdir -p "$TOOLS_DIR/bin"
@@ -78,6 +84,7 @@ install_tools() {
     pip_tool check-jsonschema "$CHECK_JSONSCHEMA_VERSION" check-jsonschema
     cargo_tool cargo-deny "$CARGO_DENY_VERSION"
     cargo_tool cargo-cyclonedx "$CARGO_CYCLONEDX_VERSION"
+    install_promtool
     local deny_root="$TOOLS_DIR/cargo-deny-$CARGO_DENY_VERSION"
     CHECKOV="$TOOLS_DIR/venv/checkov-$CHECKOV_VERSION/bin/checkov"
     KUBERNETES_VALIDATE="$TOOLS_DIR/venv/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION/bin/kubernetes-validate"
@@ -96,4 +103,32 @@ install_openapi_spec_validator() {
     pip_tool openapi-spec-validator "$OPENAPI_SPEC_VALIDATOR_VERSION" openapi-spec-validator
     OPENAPI_SPEC_VALIDATOR="$TOOLS_DIR/venv/openapi-spec-validator-$OPENAPI_SPEC_VALIDATOR_VERSION/bin/openapi-spec-validator"
     export OPENAPI_SPEC_VALIDATOR
+}
+
+# promtool alone (install_tools includes it). Sets and exports PROMTOOL.
+install_promtool() {
+    local dir="$TOOLS_DIR/promtool-$PROMTOOL_DEB_VERSION"
+    PROMTOOL="$dir/promtool"
+    export PROMTOOL
+    if [ -x "$PROMTOOL" ]; then
+        return 0
+    fi
+    command -v apt-get >/dev/null || { echo "error: promtool comes from Debian's prometheus package (apt-get)" >&2; return 1; }
+    (
+        flock 9
+        [ -x "$PROMTOOL" ] && exit 0
+        echo "installing promtool from Debian's prometheus $PROMTOOL_DEB_VERSION into $dir"
+        local tmp
+        tmp="$(mktemp -d)"
+        # The package lists may be missing on a fresh machine.
+        (cd "$tmp" && apt-get download -qq "prometheus=$PROMTOOL_DEB_VERSION" 2>/dev/null) \
+            || { apt-get update -qq && (cd "$tmp" && apt-get download -qq "prometheus=$PROMTOOL_DEB_VERSION"); } \
+            || { echo "error: Debian's prometheus $PROMTOOL_DEB_VERSION cannot be downloaded" >&2; rm -rf "$tmp"; exit 1; }
+        dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+        mkdir -p "$dir"
+        install -m 0755 "$tmp/root/usr/bin/promtool" "$dir/promtool.new"
+        mv "$dir/promtool.new" "$PROMTOOL"
+        rm -rf "$tmp"
+    ) 9>"$TOOLS_DIR/.install.lock"
+    "$PROMTOOL" --version >/dev/null
 }

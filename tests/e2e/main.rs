@@ -9,6 +9,7 @@ mod identity;
 mod ingest_and_attribution;
 mod metrics;
 mod offboarding;
+mod observability;
 mod session;
 mod tracing;
 mod walking_skeleton;

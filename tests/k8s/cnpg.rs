@@ -175,7 +175,9 @@ pub fn cluster_problems(docs: &[Value]) -> Vec<String> {
         spec["monitoring"]["disableDefaultQueries"] != true,
         "the exporter's default queries disabled",
     );
-    // ... scraped by the collector through a headless Service of the instances.
+    // ... scraped by Prometheus through a headless Service of the instances: a ConfigMap
+    // naming that Service, mounted into Prometheus where its configuration's
+    // `scrape_config_files` reads.
     let metrics = docs.iter().find(|d| {
         kind(d) == "Service"
             && namespace(d) == NS
@@ -183,36 +185,49 @@ pub fn cluster_problems(docs: &[Value]) -> Vec<String> {
             && arr(&d["spec"]["ports"]).iter().any(|p| p["port"] == 9187)
     });
     let scraped = metrics.is_some_and(|svc| {
-        let dns = format!("{}.{NS}.svc.cluster.local", name(svc));
+        let dns = format!("{}.{NS}.svc", name(svc));
+        let observability =
+            |d: &&Value| kind(d) == "ConfigMap" && namespace(d) == "beacon-observability";
+        let texts = |d: &Value| -> Vec<String> {
+            d["data"]
+                .as_object()
+                .map(|m| {
+                    m.values()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         let configs: Vec<&Value> = docs
             .iter()
-            .filter(|d| {
-                kind(d) == "ConfigMap"
-                    && namespace(d) == "beacon-observability"
-                    && d["data"].as_object().is_some_and(|m| {
-                        m.values()
-                            .any(|v| v.as_str().is_some_and(|t| t.contains(&dns)))
-                    })
-            })
+            .filter(observability)
+            .filter(|d| texts(d).iter().any(|t| t.contains(&dns)))
             .collect();
         docs.iter()
-            .filter(|d| kind(d) == "Deployment" && name(d) == "otel-collector")
+            .filter(|d| kind(d) == "StatefulSet" && name(d) == "prometheus")
             .flat_map(|d| templates(std::slice::from_ref(d)))
             .any(|t| {
+                let names_config = |v: &Value| {
+                    configs.iter().any(|c| {
+                        v["configMap"]["name"] == name(c)
+                            || arr(&v["projected"]["sources"])
+                                .iter()
+                                .any(|s| s["configMap"]["name"] == name(c))
+                    })
+                };
                 let mounted: Vec<&str> = arr(&t.spec["volumes"])
                     .iter()
-                    .filter(|v| configs.iter().any(|c| v["configMap"]["name"] == name(c)))
+                    .filter(|v| names_config(v))
                     .filter_map(|v| v["name"].as_str())
                     .collect();
                 containers(t.spec).iter().any(|c| {
                     arr(&c["volumeMounts"]).iter().any(|m| {
+                        let path = m["mountPath"].as_str().unwrap_or("?");
                         mounted.contains(&m["name"].as_str().unwrap_or(""))
-                            && arr(&c["args"]).iter().any(|a| {
-                                a.as_str().is_some_and(|a| {
-                                    a.starts_with(&format!(
-                                        "--config={}/",
-                                        m["mountPath"].as_str().unwrap_or("?")
-                                    ))
+                            && docs.iter().filter(observability).any(|d| {
+                                texts(d).iter().any(|t| {
+                                    t.contains("scrape_config_files")
+                                        && t.contains(&format!("{path}/"))
                                 })
                             })
                     })
@@ -221,7 +236,7 @@ pub fn cluster_problems(docs: &[Value]) -> Vec<String> {
     });
     fail(
         scraped,
-        "the collector does not scrape the instances' exporter",
+        "Prometheus does not scrape the instances' exporter",
     );
     // Nothing of the base's single server is left.
     for k in ["StatefulSet", "Service", "PodDisruptionBudget"] {

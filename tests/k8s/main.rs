@@ -8,6 +8,7 @@ mod admission;
 mod cnpg;
 mod database;
 mod netpol;
+mod observability;
 mod pods;
 mod rbac;
 mod release;
@@ -1175,9 +1176,19 @@ fn prod_postgres_is_the_documented_cloudnativepg_cluster() {
         cluster(d)["spec"]["monitoring"]["disableDefaultQueries"] = json!(true)
     });
     broken("scrape", &|d| {
-        let collector = find_mut(d, "Deployment", "beacon-observability", "otel-collector");
-        collector["spec"]["template"]["spec"]["containers"][0]["args"] =
-            json!(["--config=/etc/otelcol/config.yaml"]);
+        let prometheus = find_mut(d, "StatefulSet", "beacon-observability", "prometheus");
+        for v in prometheus["spec"]["template"]["spec"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+        {
+            if let Some(sources) = v["projected"]["sources"].as_array_mut() {
+                sources.retain(|s| {
+                    !s["configMap"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("prometheus-scrape-overlay"))
+                });
+            }
+        }
     });
     broken("StatefulSet postgres", &|d| {
         let sts = render::dev()

@@ -149,13 +149,19 @@ pub fn pod_problems(docs: &[Value]) -> Vec<String> {
             if t.long_running && !init {
                 for probe in ["livenessProbe", "readinessProbe"] {
                     let p = &c[probe];
+                    // A third-party server with one port (Prometheus, Grafana) is
+                    // probed on it; Beacon's images on their admin port.
+                    let only_port = arr(&c["ports"]).len() == 1
+                        && !c["image"].as_str().unwrap_or("").contains("beacon/");
                     let ok = match p["httpGet"]["port"].as_str() {
-                        Some(port) => port == "admin",
+                        Some(port) => {
+                            port == "admin" || (only_port && c["ports"][0]["name"] == port)
+                        }
                         None => p.get("exec").is_some() && t.owner == "StatefulSet/postgres",
                     };
                     if !ok {
                         cbad(
-                            "liveness and readiness must be HTTP probes on the admin port (PostgreSQL: pg_isready)",
+                            "liveness and readiness must be HTTP probes on the admin port (PostgreSQL: pg_isready; a third-party server: its only port)",
                         );
                     }
                 }

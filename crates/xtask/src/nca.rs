@@ -38,8 +38,14 @@ pub fn connectivity(root: &Path, overlay: &str) -> anyhow::Result<String> {
             "kubectl kustomize k8s/overlays/{overlay}: {}",
             String::from_utf8_lossy(&rendered.stderr)
         );
-        // The directory must hold only the rendered manifests.
-        std::fs::write(manifests.join("manifests.yaml"), &rendered.stdout)?;
+        // The directory must hold only the rendered manifests, without ConfigMaps: nca
+        // needs none, and skips a whole file in which it sees `{{` (a Helm template), as
+        // in the Prometheus rules' annotations.
+        let rendered = String::from_utf8(rendered.stdout).context("kustomize output")?;
+        std::fs::write(
+            manifests.join("manifests.yaml"),
+            without_config_maps(&rendered),
+        )?;
         // nca reads workloads, not custom resources: where an operator makes pods
         // (prod's CloudNativePG), stand-ins for them (k8s/nca/README.md).
         let stand_ins = root.join(format!("k8s/nca/{overlay}-stand-ins.yaml"));
@@ -73,6 +79,15 @@ pub fn connectivity(root: &Path, overlay: &str) -> anyhow::Result<String> {
     })();
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+/// The YAML stream `rendered` without its ConfigMap documents.
+fn without_config_maps(rendered: &str) -> String {
+    rendered
+        .split("\n---\n")
+        .filter(|doc| !doc.lines().any(|l| l == "kind: ConfigMap"))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
 }
 
 /// Writes (or with `check`, compares) every overlay's snapshot; returns what changed.

@@ -7,9 +7,13 @@
 use std::path::{Path, PathBuf};
 
 /// Password files written next to the certificates: the administrator, every login
-/// role, and the demo users' password used by `cargo xtask seed`.
+/// role, the demo users' password used by `cargo xtask seed`, and Grafana's admin.
 pub fn password_files() -> Vec<String> {
-    let mut names = vec!["postgres-admin".to_owned(), "demo-user".to_owned()];
+    let mut names = vec![
+        "postgres-admin".to_owned(),
+        "demo-user".to_owned(),
+        GRAFANA_ADMIN.to_owned(),
+    ];
     names.extend(db::LOGIN_ROLES.iter().map(|r| (*r).to_owned()));
     names.into_iter().map(|n| format!("{n}.password")).collect()
 }
@@ -32,6 +36,9 @@ pub fn subject_hash_key(dir: &Path) -> anyhow::Result<PathBuf> {
     crate::private_file::create(&path, crate::up::random_secret().as_bytes())?;
     Ok(path)
 }
+
+/// Grafana's admin password (user `admin`; the dev overlay's Secret `grafana-admin`).
+pub const GRAFANA_ADMIN: &str = "grafana-admin";
 
 /// Fills `dir`; returns whether anything was written.
 pub fn generate(dir: &Path) -> anyhow::Result<bool> {

@@ -19,6 +19,7 @@ pub mod images;
 pub mod kube;
 pub mod markdown;
 pub mod overlay;
+pub mod scrape;
 pub mod sql;
 
 use std::path::{Path, PathBuf};
@@ -124,6 +125,7 @@ pub fn generated(model: &AccessModel) -> Vec<Generated> {
     out.extend(kube::files(model));
     out.extend(overlay::files(model));
     out.extend(images::files(model));
+    out.extend(scrape::files(model));
     out
 }
 

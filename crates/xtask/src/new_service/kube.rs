@@ -20,6 +20,7 @@ resources:
 - rbac.yaml
 - {name}.yaml
 - networkpolicy.yaml
+- admin-services.yaml
 "
     )
 }

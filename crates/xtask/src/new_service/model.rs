@@ -137,7 +137,8 @@ grants = {{ \"{schema}.items\" = [\"SELECT\", \"INSERT\", \"UPDATE\", \"DELETE\"
         flows.push((name.into(), "postgres".into(), "postgres".into()));
     }
     flows.push((name.into(), "otel-collector".into(), "otlp".into()));
-    flows.push(("otel-collector".into(), name.into(), "admin".into()));
+    // Prometheus scrapes its admin port through the generated headless admin Service.
+    flows.push(("prometheus".into(), name.into(), "admin".into()));
     for (from, to, port) in flows {
         let _ = write!(
             out,

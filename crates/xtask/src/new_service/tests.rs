@@ -201,7 +201,7 @@ fn a_worker_listens_on_its_admin_port_only() {
     assert_eq!(inbound.len(), 1, "{inbound:?}");
     assert_eq!(
         (inbound[0].from.as_str(), inbound[0].port.as_str()),
-        ("otel-collector", "admin")
+        ("prometheus", "admin")
     );
     let lib = std::fs::read_to_string(dir.join("crates/sweeper/src/lib.rs")).unwrap();
     assert!(!lib.contains("BEACON_LISTEN_ADDR"), "{lib}");

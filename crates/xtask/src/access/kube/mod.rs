@@ -485,6 +485,11 @@ mod tests {
             );
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let path = entry.unwrap().path();
+                // Subdirectories hold configuration files (observability's Prometheus
+                // and Grafana files), not manifests.
+                if path.is_dir() {
+                    continue;
+                }
                 let text = std::fs::read_to_string(&path).unwrap();
                 for copied in [
                     "kind: Namespace\n",
