@@ -15,7 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 name=e2e_analyst
 login="analyst_${name}"
-secret=analyst-e2e-analyst
+secret="analyst-e2e-analyst"
 session=e2e-session
 ws=beacon-analysts
 analyst=(--as=e2e-analyst --as-group=beacon:analysts)
@@ -59,6 +59,7 @@ kubectl -n "$ws" create job "$session" --from=cronjob/analyst-toolbox "${analyst
 kubectl -n "$ws" wait --for=condition=ready pod -l "batch.kubernetes.io/job-name=$session" --timeout=180s >/dev/null
 # psql as the analyst, inside the toolbox; the password on stdin (never an argument).
 as_analyst() { # as_analyst SERVICE SQL
+    # shellcheck disable=SC2016 # expanded by the toolbox's shell, from its arguments
     kubectl -n "$ws" exec -i "job/$session" "${analyst[@]}" -- \
         sh -c 'read -r PGPASSWORD && export PGPASSWORD && exec psql "service=$1" -U "$2" -v ON_ERROR_STOP=1 -tAc "$3"' \
         sh "$1" "$login" "$2" < "$tmp/password" 2>&1
