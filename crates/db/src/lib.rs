@@ -111,6 +111,27 @@ pub fn analyst_login(name: &str) -> String {
     format!("analyst_{name}")
 }
 
+/// Whether the person's login `login` exists, and whether it is a member of the group
+/// role `group`; refuses a group that is not Beacon's and a name that is not plain.
+async fn membership(admin: &PgPool, group: &str, login: &str) -> anyhow::Result<(bool, bool)> {
+    anyhow::ensure!(
+        GROUP_ROLES.contains(&group),
+        "{group} is not a Beacon group role"
+    );
+    check_login_name(login)?;
+    Ok(sqlx::query_as(
+        "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1),
+                EXISTS (SELECT FROM pg_auth_members a
+                        JOIN pg_roles m ON m.oid = a.member
+                        JOIN pg_roles g ON g.oid = a.roleid
+                        WHERE m.rolname = $1 AND g.rolname = $2)",
+    )
+    .bind(login)
+    .bind(group)
+    .fetch_one(admin)
+    .await?)
+}
+
 /// Creates `login` as a member of the group role `group` (a person's login: an
 /// analyst's), or sets its password when it exists and is already that group's member;
 /// then re-asserts the roles (`roles.sql`), which gives every member the group's
@@ -123,22 +144,7 @@ pub async fn add_member(
     login: &str,
     password: &str,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        GROUP_ROLES.contains(&group),
-        "{group} is not a Beacon group role"
-    );
-    check_login_name(login)?;
-    let (exists, member): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1),
-                EXISTS (SELECT FROM pg_auth_members a
-                        JOIN pg_roles m ON m.oid = a.member
-                        JOIN pg_roles g ON g.oid = a.roleid
-                        WHERE m.rolname = $1 AND g.rolname = $2)",
-    )
-    .bind(login)
-    .bind(group)
-    .fetch_one(admin)
-    .await?;
+    let (exists, member) = membership(admin, group, login).await?;
     anyhow::ensure!(
         !exists || member,
         "the role {login} exists and is not a member of {group}: choose another name"
@@ -165,22 +171,7 @@ pub async fn add_member(
 /// a member of `group` (a component's role, the administrator) and a bad name; a login
 /// that does not exist is already removed. Returns whether there was one.
 pub async fn remove_member(admin: &PgPool, group: &str, login: &str) -> anyhow::Result<bool> {
-    anyhow::ensure!(
-        GROUP_ROLES.contains(&group),
-        "{group} is not a Beacon group role"
-    );
-    check_login_name(login)?;
-    let (exists, member): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1),
-                EXISTS (SELECT FROM pg_auth_members a
-                        JOIN pg_roles m ON m.oid = a.member
-                        JOIN pg_roles g ON g.oid = a.roleid
-                        WHERE m.rolname = $1 AND g.rolname = $2)",
-    )
-    .bind(login)
-    .bind(group)
-    .fetch_one(admin)
-    .await?;
+    let (exists, member) = membership(admin, group, login).await?;
     if !exists {
         return Ok(false);
     }
