@@ -520,7 +520,12 @@ mod tests {
         };
         assert!(has("beacon-pipeline", "", "pods/log", "get"));
         assert!(has("beacon-pipeline", "batch", "jobs", "create"));
-        assert!(!analysts.iter().any(|p| p.0 != "beacon-pipeline"));
+        assert!(has("beacon-analysts", "", "pods/exec", "create"));
+        assert!(
+            !analysts
+                .iter()
+                .any(|p| p.0 != "beacon-pipeline" && p.0 != "beacon-analysts")
+        );
         assert_eq!(
             super::split_resource("apps/deployments/scale"),
             ("apps", "deployments/scale")
