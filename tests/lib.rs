@@ -420,3 +420,51 @@ pub fn same_currency_tenants(password: &str) -> [xtask::seed::DemoTenant; 2] {
     tenants[1].currency = tenants[0].currency;
     tenants
 }
+
+/// Facts that differ from a recomputation from the raw events, over every tenant (rows
+/// only in one of the two), as the owner. Only the events the transform has taken
+/// count (their loading transaction's `raw.batches` row is gone), so this holds at
+/// every moment, not only once the transform has caught up.
+pub async fn facts_mismatches(owner: &mut PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "WITH expected AS (
+             SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, campaign, channel, currency,
+                    count(*) FILTER (WHERE event_type = 'impression') AS impressions,
+                    count(*) FILTER (WHERE event_type = 'click') AS clicks,
+                    count(*) FILTER (WHERE event_type = 'conversion') AS conversions,
+                    sum(cost_micros) AS spend, sum(revenue_micros) AS revenue
+             FROM raw.events e
+             -- Aggregated = its loading transaction's batch is gone.
+             WHERE NOT EXISTS (SELECT FROM raw.batches b
+                               WHERE b.tenant_id = e.tenant_id AND b.loaded_xid = e.loaded_xid)
+             GROUP BY 1, 2, 3, 4, 5
+         ), actual AS (
+             SELECT tenant_id, day, campaign, channel, currency, impressions, clicks, conversions,
+                    spend_micros, revenue_micros
+             FROM output.daily_campaign_facts
+         )
+         SELECT count(*) FROM ((TABLE expected EXCEPT TABLE actual)
+                               UNION ALL (TABLE actual EXCEPT TABLE expected)) d",
+    )
+    .fetch_one(owner)
+    .await
+    .expect("facts against raw events")
+}
+
+/// `output.attribution` of `tenant`, as the owner, keyed like [`expected_attribution`].
+pub async fn actual_attribution(
+    owner: &mut PgConnection,
+    tenant: uuid::Uuid,
+) -> std::collections::BTreeMap<AttributionKey, (i64, i64)> {
+    let rows: Vec<(time::Date, String, String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT day, campaign, channel, currency::text, model, conversions_micros, revenue_micros
+         FROM output.attribution WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_all(owner)
+    .await
+    .expect("attribution rows");
+    rows.into_iter()
+        .map(|(d, c, ch, cur, m, conv, rev)| ((d, c, ch, cur, m), (conv, rev)))
+        .collect()
+}

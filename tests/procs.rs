@@ -47,6 +47,16 @@ impl Service {
         proc_status_kib(self.pid(), "VmRSS:") * 1024
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process: `STOP` freezes it with its
+    /// sockets open, what a hung or swapped-out dependency looks like to its callers.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {} failed", self.name);
+        Ok(())
+    }
+
     /// SIGTERM, then waits for a clean exit.
     pub async fn terminate(&mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
@@ -62,7 +72,8 @@ impl Service {
     }
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`); 0 when unreadable.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -171,6 +182,8 @@ pub struct ProcStack {
     pub certs: tempfile::TempDir,
     pub services: BTreeMap<&'static str, Service>,
     pub client: reqwest::Client,
+    /// Each service's environment as started, for [`ProcStack::restart`].
+    envs: BTreeMap<&'static str, Vec<(String, String)>>,
 }
 
 /// In start-up order: each one's dependencies come before it (the list `cargo xtask up`
@@ -198,6 +211,7 @@ impl ProcStack {
             certs,
             services: BTreeMap::new(),
             client,
+            envs: BTreeMap::new(),
         };
         let mut ports: BTreeMap<&str, (u16, u16)> = SERVICES
             .into_iter()
@@ -220,7 +234,10 @@ impl ProcStack {
                 }
                 let mut service = spawn(bin, name, port, admin_port, &env)?;
                 match wait_ready(&stack.client, &mut service).await {
-                    Ok(()) => break service,
+                    Ok(()) => {
+                        stack.envs.insert(name, env);
+                        break service;
+                    }
                     Err(e) if attempt < 3 && !service.is_running() => {
                         eprintln!("procs: {e}; retrying on fresh ports");
                         ports.insert(name, (free_port(), free_port()));
@@ -334,6 +351,40 @@ impl ProcStack {
         let mut owner = self.owner().await?;
         let key = xtask::seed::create_tenant(&mut owner, tenant).await?;
         xtask::seed::ingest_token(&self.client, &self.url("api"), &key).await
+    }
+
+    /// SIGKILL: `name` dies at once, in the middle of whatever it was doing (no drain,
+    /// no rollback but PostgreSQL's own); returns when the process is gone.
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let service = self.service(name);
+        service.child.start_kill()?;
+        tokio::time::timeout(Duration::from_secs(10), service.child.wait())
+            .await
+            .with_context(|| format!("{name} still running 10 s after SIGKILL"))??;
+        Ok(())
+    }
+
+    /// Starts `name` again from `bin`, with the environment and ports it had, and
+    /// waits until its `/readyz` answers 200.
+    pub async fn restart(&mut self, name: &str, bin: &Path) -> anyhow::Result<()> {
+        let old = self.service(name);
+        anyhow::ensure!(!old.is_running(), "{name} is still running");
+        let (name, port, admin_port) = (old.name, old.port, old.admin_port);
+        let mut service = spawn(bin, name, port, admin_port, &self.envs[name])?;
+        wait_ready(&self.client, &mut service).await?;
+        self.services.insert(name, service);
+        Ok(())
+    }
+
+    /// Whether `name`'s `/readyz` answers 200 within `timeout`.
+    pub async fn is_ready(&self, name: &str, timeout: Duration) -> bool {
+        let url = format!("http://127.0.0.1:{}/readyz", self.services[name].admin_port);
+        self.client
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
     }
 
     /// Every service still running; the name of the first one that is not.

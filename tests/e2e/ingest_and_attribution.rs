@@ -3,9 +3,9 @@
 //! values computed here, independently, from the fixture events, including late
 //! clicks and conversions and a second run that must change nothing.
 
-use std::{collections::BTreeMap, io::Write as _};
+use std::io::Write as _;
 
-use beacon_e2e::{ATTRIBUTION_WINDOW_DAYS, AttributionKey, Stack, expected_attribution};
+use beacon_e2e::{ATTRIBUTION_WINDOW_DAYS, Stack, expected_attribution};
 use domain::{Currency, Event, EventType};
 use pipeline::transform::{RunStats, Settings};
 use serde_json::Value;
@@ -178,23 +178,6 @@ async fn csv_gzip_bombs_and_rate_limits(admin: PgPool) {
 }
 
 // ------------------------------------------------------------------ attribution
-
-async fn actual_attribution(
-    owner: &mut PgConnection,
-    tenant: Uuid,
-) -> BTreeMap<AttributionKey, (i64, i64)> {
-    let rows: Vec<(time::Date, String, String, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT day, campaign, channel, currency::text, model, conversions_micros, revenue_micros
-         FROM output.attribution WHERE tenant_id = $1",
-    )
-    .bind(tenant)
-    .fetch_all(owner)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|(d, c, ch, cur, m, conv, rev)| ((d, c, ch, cur, m), (conv, rev)))
-        .collect()
-}
 
 fn event(
     id: &str,
@@ -373,16 +356,16 @@ async fn attribution_matches_an_independent_computation_with_late_events(admin: 
         "the backlog was processed in chunks: {stats:?}"
     );
     assert_eq!(
-        actual_attribution(&mut owner, a).await,
+        beacon_e2e::actual_attribution(&mut owner, a).await,
         expected_attribution(&first, 50)
     );
     assert_eq!(
-        actual_attribution(&mut owner, b).await,
+        beacon_e2e::actual_attribution(&mut owner, b).await,
         expected_attribution(&other, 50)
     );
 
     // The hand-made cases, spelled out.
-    let got = actual_attribution(&mut owner, a).await;
+    let got = beacon_e2e::actual_attribution(&mut owner, a).await;
     let d7 = day(7, 0).date();
     let key = |c: &str, m: &str| {
         (
@@ -407,7 +390,7 @@ async fn attribution_matches_an_independent_computation_with_late_events(admin: 
     }
     transform_until(&transform, &settings, late.len()).await;
     let all: Vec<Event> = first.iter().chain(&late).cloned().collect();
-    let got = actual_attribution(&mut owner, a).await;
+    let got = beacon_e2e::actual_attribution(&mut owner, a).await;
     assert_eq!(got, expected_attribution(&all, 50));
     assert_eq!(
         got[&key("Zeta", "last_click")],
@@ -419,7 +402,7 @@ async fn attribution_matches_an_independent_computation_with_late_events(admin: 
             || got[&key("Beta", "last_click")].1 != 100_000_001
     );
     assert_eq!(
-        actual_attribution(&mut owner, b).await,
+        beacon_e2e::actual_attribution(&mut owner, b).await,
         expected_attribution(&other, 50)
     );
 
@@ -434,7 +417,7 @@ async fn attribution_matches_an_independent_computation_with_late_events(admin: 
         .await
         .unwrap();
     assert_eq!(again, RunStats::default());
-    assert_eq!(actual_attribution(&mut owner, a).await, got);
+    assert_eq!(beacon_e2e::actual_attribution(&mut owner, a).await, got);
     let facts_after: Vec<(String,)> = sqlx::query_as(
         "SELECT string_agg(f::text, ';' ORDER BY f::text) FROM output.daily_campaign_facts f",
     )
@@ -510,7 +493,7 @@ async fn attribution_counts_the_n_most_recent_clicks_at_the_edge(admin: PgPool) 
         .await
         .unwrap();
     transform_until(&transform, &settings, events.len()).await;
-    let got = actual_attribution(&mut owner, tenant).await;
+    let got = beacon_e2e::actual_attribution(&mut owner, tenant).await;
     assert_eq!(got, expected_attribution(&events, 3));
 
     // The same facts, by hand: what each campaign's linear credit must be.
@@ -583,28 +566,14 @@ async fn replicas_split_the_work_and_count_each_event_once(admin: PgPool) {
     );
 
     let mut owner = beacon_e2e::owner_connection(&admin).await;
-    let mismatched: i64 = sqlx::query_scalar(
-        "WITH expected AS (
-             SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, campaign, channel, currency,
-                    count(*) FILTER (WHERE event_type = 'impression') AS impressions,
-                    count(*) FILTER (WHERE event_type = 'click') AS clicks,
-                    count(*) FILTER (WHERE event_type = 'conversion') AS conversions,
-                    sum(cost_micros) AS spend, sum(revenue_micros) AS revenue
-             FROM raw.events GROUP BY 1, 2, 3, 4, 5
-         ), actual AS (
-             SELECT tenant_id, day, campaign, channel, currency, impressions, clicks, conversions,
-                    spend_micros AS spend, revenue_micros AS revenue
-             FROM output.daily_campaign_facts
-         )
-         SELECT count(*) FROM ((TABLE expected EXCEPT TABLE actual) UNION ALL (TABLE actual EXCEPT TABLE expected)) d",
-    )
-    .fetch_one(&mut owner)
-    .await
-    .unwrap();
-    assert_eq!(mismatched, 0, "facts equal the raw events' totals");
+    assert_eq!(
+        beacon_e2e::facts_mismatches(&mut owner).await,
+        0,
+        "facts equal the raw events' totals"
+    );
     for (tenant, events) in tenants.iter().zip(&all) {
         assert_eq!(
-            actual_attribution(&mut owner, *tenant).await,
+            beacon_e2e::actual_attribution(&mut owner, *tenant).await,
             expected_attribution(events, 50)
         );
     }
@@ -641,7 +610,7 @@ async fn a_day_over_its_budget_is_set_aside_while_the_others_advance(admin: PgPo
         let admin = admin.clone();
         async move {
             let mut owner = beacon_e2e::owner_connection(&admin).await;
-            actual_attribution(&mut owner, tenant)
+            beacon_e2e::actual_attribution(&mut owner, tenant)
                 .await
                 .iter()
                 .filter(|((.., m), _)| m == "last_click")

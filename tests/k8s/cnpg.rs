@@ -39,10 +39,22 @@ pub fn cluster_problems(docs: &[Value]) -> Vec<String> {
     fail(namespace(c) == NS, "not in beacon-data");
     fail(spec["instances"] == 3, "not 3 instances");
     let image = spec["imageName"].as_str().unwrap_or("");
+    let (reference, digest) = image.split_once('@').unwrap_or((image, ""));
     fail(
-        image.starts_with("ghcr.io/cloudnative-pg/postgresql:17.")
-            && image.rsplit(':').next().is_some_and(|t| t.contains('.')),
+        reference.starts_with("ghcr.io/cloudnative-pg/postgresql:17.")
+            && reference
+                .rsplit(':')
+                .next()
+                .is_some_and(|t| t.contains('.')),
         "image not pinned to a PostgreSQL 17 minor version",
+    );
+    fail(
+        digest.strip_prefix("sha256:").is_some_and(|d| {
+            d.len() == 64
+                && d.bytes().all(|b| b.is_ascii_hexdigit())
+                && d.bytes().any(|b| b != b'0')
+        }),
+        "image not pinned by a real sha256 digest",
     );
     let aff = &spec["affinity"];
     fail(

@@ -11,7 +11,9 @@ mod database;
 mod netpol;
 mod pods;
 mod rbac;
+mod release;
 mod render;
+mod scheduling;
 
 use platform::access::AccessModel;
 use serde_json::{Value, json};
@@ -965,6 +967,16 @@ fn quotas_leave_room_for_every_workload_at_its_maximum() {
             .any(|x| x.starts_with("beacon-pipeline: workloads at their maximum need")),
         "{p:?}"
     );
+    // Requests count too: the api at 1 core per replica does not fit its quota.
+    let mut docs = render::prod();
+    let api = find_mut(&mut docs, "Deployment", "beacon-api", "api");
+    api["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("1");
+    let p = pods::quota_problems(&docs);
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("beacon-api: workloads at their maximum request")),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -1118,6 +1130,10 @@ fn prod_postgres_is_the_documented_cloudnativepg_cluster() {
     fn cluster(docs: &mut [Value]) -> &mut Value {
         find_mut(docs, "Cluster", cnpg::NS, "postgres")
     }
+    broken("real sha256 digest", &|d| {
+        cluster(d)["spec"]["imageName"] =
+            json!("ghcr.io/cloudnative-pg/postgresql:17.11-202608170816-system-trixie")
+    });
     broken("not 3 instances", &|d| {
         cluster(d)["spec"]["instances"] = json!(1)
     });

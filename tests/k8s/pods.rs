@@ -341,12 +341,14 @@ pub fn quantity(q: &Value) -> u64 {
 
 /// Every namespace's quota leaves room for its workloads at their largest: each
 /// Deployment at its HPA maximum (or replicas) plus one surge pod, StatefulSets at their
-/// replicas, and one pod per Job or CronJob, with every container at its limit.
+/// replicas, and one pod per Job or CronJob, with every container at its limit and at
+/// its request.
 pub fn quota_problems(docs: &[Value]) -> Vec<String> {
     let mut out = Vec::new();
     for q in docs.iter().filter(|d| kind(d) == "ResourceQuota") {
         let ns = namespace(q);
         let (mut cpu, mut mem, mut pods) = (0u64, 0u64, 0u64);
+        let (mut req_cpu, mut req_mem) = (0u64, 0u64);
         for d in docs.iter().filter(|d| namespace(d) == ns) {
             let count = match kind(d) {
                 "Deployment" => {
@@ -376,8 +378,28 @@ pub fn quota_problems(docs: &[Value]) -> Vec<String> {
             cpu += count * c;
             mem += count * m;
             pods += count;
+            let (c, m) = containers(t.spec).iter().fold((0, 0), |(c, m), x| {
+                (
+                    c + quantity(&x["resources"]["requests"]["cpu"]),
+                    m + quantity(&x["resources"]["requests"]["memory"]),
+                )
+            });
+            req_cpu += count * c;
+            req_mem += count * m;
         }
         let hard = &q["spec"]["hard"];
+        if req_cpu > quantity(&hard["requests.cpu"]) {
+            out.push(format!(
+                "{ns}: workloads at their maximum request {req_cpu}m CPU, quota allows {:?}",
+                hard["requests.cpu"]
+            ));
+        }
+        if req_mem > quantity(&hard["requests.memory"]) {
+            out.push(format!(
+                "{ns}: workloads at their maximum request {req_mem} bytes of memory, quota allows {:?}",
+                hard["requests.memory"]
+            ));
+        }
         if cpu > quantity(&hard["limits.cpu"]) {
             out.push(format!(
                 "{ns}: workloads at their maximum need {cpu}m CPU limits, quota allows {:?}",

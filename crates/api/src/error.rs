@@ -156,6 +156,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unreachable_database_or_analytics_is_503_with_retry_after() {
+        let io = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for e in [
+            ApiError::from(sqlx::Error::PoolTimedOut),
+            sqlx::Error::Io(io()).into(),
+            tonic::Status::unavailable("connection refused").into(),
+        ] {
+            let response = e.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()["retry-after"], "1");
+        }
+    }
+
+    #[tokio::test]
     async fn server_errors_carry_no_detail_and_client_errors_keep_theirs() {
         let (status, body) = answer(sqlx::Error::PoolTimedOut.into()).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

@@ -2,6 +2,7 @@
 //! credential alone; the database session is scoped to it (row-level security) and
 //! KPI reads go to the analytics service over mutual TLS.
 
+mod analytics_slots;
 mod api_keys;
 mod audit;
 mod auth;
@@ -79,6 +80,11 @@ pub struct Protection {
     /// Permission-denied audit rows per tenant and subject: per minute, and in a burst.
     pub denied_audit_per_minute: u32,
     pub denied_audit_burst: u32,
+    /// Analytics calls waiting at once, and of them per tenant; more answer 503
+    /// (`Retry-After`) at once, so a hung analytics holds at most this many requests
+    /// (and their memory) in the api, and one tenant cannot take every slot.
+    pub analytics_in_flight: usize,
+    pub analytics_in_flight_per_tenant: usize,
 }
 
 /// Longest wait the per-address login throttle may impose.
@@ -87,7 +93,8 @@ pub const MAX_ADDRESS_DELAY: Duration = Duration::from_secs(60);
 impl Default for Protection {
     /// An account gets 5 free failures, then the wait doubles from 1 s up to 15 min; an
     /// address gets 20, then doubles from 1 s up to 30 s. One password verification per
-    /// core. No proxy trusted. 10 denial rows in a burst, then 6 a minute.
+    /// core. No proxy trusted. 10 denial rows in a burst, then 6 a minute. 64 analytics
+    /// calls in flight, 16 of them for one tenant.
     fn default() -> Self {
         Self {
             login_account: BackoffConfig::default(),
@@ -101,6 +108,8 @@ impl Default for Protection {
             trusted_proxies: TrustedProxies::default(),
             denied_audit_per_minute: 6,
             denied_audit_burst: 10,
+            analytics_in_flight: 64,
+            analytics_in_flight_per_tenant: 16,
         }
     }
 }
@@ -155,6 +164,14 @@ impl Protection {
                 d.denied_audit_per_minute,
             )?,
             denied_audit_burst: at_least_one("BEACON_AUDIT_DENIALS_BURST", d.denied_audit_burst)?,
+            analytics_in_flight: at_least_one(
+                "BEACON_ANALYTICS_MAX_IN_FLIGHT",
+                d.analytics_in_flight,
+            )?,
+            analytics_in_flight_per_tenant: at_least_one(
+                "BEACON_ANALYTICS_MAX_IN_FLIGHT_PER_TENANT",
+                d.analytics_in_flight_per_tenant,
+            )?,
         })
     }
 }
@@ -205,6 +222,8 @@ pub struct AppState {
     pub analytics: Analytics,
     /// Upper bound of one analytics call (answered 504 beyond).
     pub analytics_timeout: Duration,
+    /// Analytics calls in flight, a bounded number ([`Protection::analytics_in_flight`]).
+    pub analytics_slots: Arc<analytics_slots::AnalyticsSlots>,
     pub throttle: Arc<LoginThrottle>,
     /// Password verification, a bounded number at a time.
     pub hashing: PasswordHashing,
@@ -253,6 +272,10 @@ impl AppState {
             signer,
             analytics,
             analytics_timeout,
+            analytics_slots: Arc::new(analytics_slots::AnalyticsSlots::new(
+                p.analytics_in_flight,
+                p.analytics_in_flight_per_tenant,
+            )),
             throttle: Arc::new(LoginThrottle::new(p.login_account, p.login_address)),
             hashing: PasswordHashing::new(p.hash_concurrency),
             trusted_proxies: p.trusted_proxies.clone(),

@@ -91,11 +91,8 @@ pub enum Errors {
         content_type = "application/problem+json"
     )]
     Internal(ProblemDoc),
-    #[response(
-        status = 503,
-        description = "A dependency is unavailable",
-        content_type = "application/problem+json"
-    )]
+    #[response(status = 503, description = "A dependency is unavailable (the database, analytics); see Retry-After", content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait")))]
     Unavailable(ProblemDoc),
     #[response(
         status = 504,
@@ -154,7 +151,7 @@ pub enum TokenErrors {
     )]
     Internal(ProblemDoc),
     #[response(status = 503, description = "Too many sign-ins in progress (see Retry-After), or a dependency is unavailable", content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "Seconds to wait, when busy")))]
+        headers(("Retry-After" = u64, description = "Seconds to wait")))]
     Unavailable(ProblemDoc),
     #[response(
         status = 504,

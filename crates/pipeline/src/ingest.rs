@@ -214,7 +214,6 @@ async fn post_events(
             tracing::error!(error = %e, "bad loader answer");
             Problem::unavailable()
                 .detail("the batch may not be stored; retry it (re-sent events are deduplicated)")
-                .retry_after(1)
         })?;
         metrics::counter!("ingest_events_accepted_total").increment(outcome.accepted);
         metrics::counter!("ingest_events_duplicate_total").increment(outcome.duplicates);
@@ -237,11 +236,10 @@ async fn post_events(
     })
 }
 
-/// 503 when the loader failed: transient, so the client is told when to retry.
+/// 503 when the loader failed: transient, so the client is told when to retry
+/// (`Retry-After`, as every 503).
 fn loader_unavailable() -> Problem {
-    Problem::unavailable()
-        .detail("the batch was not stored; retry it")
-        .retry_after(1)
+    Problem::unavailable().detail("the batch was not stored; retry it")
 }
 
 /// Builds the bound ingest service.
@@ -264,6 +262,8 @@ impl App {
                 .timeout(Duration::from_secs(1))
                 .no_proxy()
                 .build()?;
+            // The loader answers "ok" only while it reaches PostgreSQL: a batch sent
+            // while the database is down could only be refused.
             let url = format!("{}/healthz", config.loader_url.trim_end_matches('/'));
             Check::new("loader", move || {
                 let (client, url) = (client.clone(), url.clone());

@@ -63,6 +63,21 @@ impl FromRef<AppState> for Arc<TokenVerifier> {
 }
 
 pub fn router(pool: PgPool, verifier: Arc<TokenVerifier>, config: &Config) -> Router {
+    // What ingest's readiness asks (this port is loopback only: its pod-mate): "ok"
+    // while a batch can be stored, i.e. PostgreSQL answers; 503 otherwise.
+    let database = Check::postgres(pool.clone());
+    let healthz = axum::routing::get(move || {
+        let database = database.clone();
+        async move {
+            match database.probe().await {
+                Ok(()) => Ok("ok"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "loader cannot reach PostgreSQL");
+                    Err(Problem::unavailable())
+                }
+            }
+        }
+    });
     let state = AppState {
         verifier,
         pool,
@@ -70,7 +85,7 @@ pub fn router(pool: PgPool, verifier: Arc<TokenVerifier>, config: &Config) -> Ro
     };
     let router = Router::new()
         .route("/v1/batches", post(post_batch))
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/healthz", healthz)
         .with_state(state);
     // The body limit is derived, never set on its own: a batch ingest accepted is
     // never too large here.

@@ -37,6 +37,11 @@ impl Check {
         }
     }
 
+    /// Runs the check once: `Err` says why it failed.
+    pub async fn probe(&self) -> Result<(), String> {
+        (self.run)().await
+    }
+
     /// Ready when `SELECT 1` answers on the pool within a second.
     pub fn postgres(pool: sqlx::PgPool) -> Self {
         Self::new("postgres", move || {

@@ -27,6 +27,10 @@ use crate::{Shutdown, telemetry};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const PROBLEM_JSON: &str = "application/problem+json";
+/// `Retry-After` of every 503 [`Problem::unavailable`]: a restarting dependency
+/// (PostgreSQL, analytics) is back within seconds, and a client that waits this long
+/// between attempts adds at most one request per second to the recovery.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
 
 /// An RFC 9457 problem document. 5xx problems carry no detail: the cause is logged
 /// with the request id, never returned.
@@ -102,12 +106,17 @@ impl Problem {
         .detail("slow down and retry after the number of seconds in Retry-After")
         .retry_after(crate::ratelimit::retry_after_secs(wait))
     }
+    /// 503 with `Retry-After` ([`UNAVAILABLE_RETRY_AFTER_SECS`]): a dependency (the
+    /// database, analytics, the loader) is down or its pool could not hand out a
+    /// connection within the configured acquire timeout. Transient by definition, so
+    /// the caller is always told when to try again.
     pub fn unavailable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "A dependency is unavailable, try again later",
         )
+        .retry_after(UNAVAILABLE_RETRY_AFTER_SECS)
     }
 }
 
@@ -251,6 +260,9 @@ async fn problem_for_bare_errors(response: Response) -> Response {
         });
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return response;
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        return Problem::unavailable().into_response();
     }
     let (slug, title) = match status {
         StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "Request body too large"),
@@ -415,6 +427,18 @@ mod tests {
         }
         let generated = call(&[]).await;
         assert!(uuid::Uuid::parse_str(&generated).is_ok());
+    }
+
+    #[tokio::test]
+    async fn every_503_says_when_to_retry() {
+        let response = Problem::unavailable().into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        // A bare 503 from a layer becomes the same problem, Retry-After included.
+        let bare = problem_for_bare_errors(StatusCode::SERVICE_UNAVAILABLE.into_response()).await;
+        assert_eq!(bare.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(bare.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod nca;
 pub mod new_product;
 pub mod new_service;
 pub mod private_file;
+pub mod release;
 pub mod scratch;
 pub mod secrets;
 pub mod seed;

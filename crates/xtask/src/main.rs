@@ -67,6 +67,9 @@ enum Cmd {
     /// Apply each mutation of security/mutations.toml to a scratch copy, run the test
     /// that must catch it, and report caught/missed as a Markdown table.
     Mutants(xtask::mutants::Options),
+    /// Point the prod overlay's Beacon images at a release's pushed digests
+    /// (`<image> sha256:<digest>` lines; run by .github/workflows/release.yml).
+    ReleaseDigests(xtask::release::Options),
     /// Benchmarks (results go in docs/BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -200,6 +203,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             xtask::seed::seed_running(&mut owner, &api, &ingest, demo.trim()).await
         }
         Cmd::Access { action } => xtask::access::run(action.unwrap_or_default()),
+        Cmd::ReleaseDigests(options) => xtask::release::run(&options),
         Cmd::Nca { check } => {
             let changed = xtask::nca::run(&xtask::up::workspace_root(), check)?;
             if changed.is_empty() {

@@ -27,11 +27,17 @@ use crate::{
     tenant::Tenant,
 };
 
-/// Calls analytics with a hard deadline of its own, whatever the channel does.
-async fn call<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
+/// Calls analytics with a hard deadline of its own, whatever the channel does, holding
+/// one of the process's and the tenant's analytics slots: with none free the answer is
+/// 503 with `Retry-After` at once, so a hung analytics cannot pile requests up here.
+async fn call<T, F>(state: &AppState, tenant: &Tenant, f: F) -> Result<T, ApiError>
 where
     F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
+    let Some(_slot) = state.analytics_slots.try_take(tenant.id()) else {
+        metrics::counter!("api_analytics_shed_total").increment(1);
+        return Err(platform::http::Problem::unavailable().into());
+    };
     within(state.analytics_timeout + Duration::from_millis(250), f).await
 }
 
@@ -107,6 +113,7 @@ pub async fn overview(
     let mut client = state.analytics.clone();
     let r = call(
         &state,
+        &tenant,
         client.get_overview(pb::OverviewRequest {
             tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
@@ -168,6 +175,7 @@ pub async fn campaigns(
     let mut client = state.analytics.clone();
     let r = call(
         &state,
+        &tenant,
         client.list_campaigns(pb::ListCampaignsRequest {
             tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
@@ -232,6 +240,7 @@ pub async fn timeseries(
     let mut client = state.analytics.clone();
     let r = call(
         &state,
+        &tenant,
         client.get_time_series(pb::TimeSeriesRequest {
             tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
@@ -273,6 +282,7 @@ pub async fn channels(
     let mut client = state.analytics.clone();
     let r = call(
         &state,
+        &tenant,
         client.get_channels(pb::ChannelsRequest {
             tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
@@ -307,6 +317,7 @@ pub async fn attribution(
     let mut client = state.analytics.clone();
     let r = call(
         &state,
+        &tenant,
         client.get_attribution(pb::AttributionRequest {
             tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
@@ -369,6 +380,7 @@ pub async fn anomalies(
     let mut client = state.analytics.clone();
     let r = call(
         &state,
+        &tenant,
         client.get_anomalies(pb::AnomaliesRequest {
             tenant_id: tenant.id().to_string(),
             range: Some(range(q.from, q.to)),
