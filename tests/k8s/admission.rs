@@ -46,6 +46,10 @@ pub fn analyst_policy(docs: &[Value]) -> Policy {
     policy(docs, "beacon-analyst-jobs")
 }
 
+pub fn toolbox_policy(docs: &[Value]) -> Policy {
+    policy(docs, "beacon-analyst-toolbox")
+}
+
 pub fn workload_policy(docs: &[Value]) -> Policy {
     policy(docs, "beacon-workload-changes")
 }
@@ -132,32 +136,47 @@ fn cel_to_json(v: &CelValue) -> Value {
     v.json().unwrap_or(Value::Null)
 }
 
+/// The CronJob `cron_name`.
+pub fn cronjob(docs: &[Value], cron_name: &str) -> Value {
+    docs.iter()
+        .find(|d| kind(d) == "CronJob" && name(d) == cron_name)
+        .unwrap_or_else(|| panic!("CronJob {cron_name} is rendered"))
+        .clone()
+}
+
 /// The CronJob transform-once, the analysts' policy's parameter.
 pub fn transform_cronjob(docs: &[Value]) -> Value {
-    docs.iter()
-        .find(|d| kind(d) == "CronJob" && name(d) == "transform-once")
-        .expect("CronJob transform-once is rendered")
-        .clone()
+    cronjob(docs, "transform-once")
+}
+
+/// The CronJob analyst-toolbox, the toolbox policy's parameter.
+pub fn toolbox_cronjob(docs: &[Value]) -> Value {
+    cronjob(docs, "analyst-toolbox")
 }
 
 /// The Job `kubectl create job --from=cronjob/transform-once` creates, as admission
 /// sees it: the API server has added the selector and the generated pod labels.
 pub fn job_from_cronjob(docs: &[Value]) -> Value {
-    let cron = transform_cronjob(docs);
+    job_from(&transform_cronjob(docs), "transform-now")
+}
+
+/// The Job `kubectl create job --from=cronjob/<cron> <job_name>` creates, as admission
+/// sees it.
+pub fn job_from(cron: &Value, job_name: &str) -> Value {
     let mut job = json!({"apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": "transform-now", "namespace": "beacon-pipeline",
+        "metadata": {"name": job_name, "namespace": cron["metadata"]["namespace"].clone(),
             "uid": "0b0e6c1e-1111-4222-8333-944445555666",
             "annotations": {"cronjob.kubernetes.io/instantiate": "manual"}},
         "spec": cron["spec"]["jobTemplate"]["spec"].clone()});
     let uid = "0b0e6c1e-1111-4222-8333-944445555666";
     let labels = job["spec"]["template"]["metadata"]["labels"]
         .as_object_mut()
-        .expect("the transform's pod has labels");
+        .expect("the template's pod has labels");
     for (k, v) in [
         ("controller-uid", uid),
         ("batch.kubernetes.io/controller-uid", uid),
-        ("job-name", "transform-now"),
-        ("batch.kubernetes.io/job-name", "transform-now"),
+        ("job-name", job_name),
+        ("batch.kubernetes.io/job-name", job_name),
     ] {
         labels.insert(k.to_owned(), json!(v));
     }

@@ -5,6 +5,7 @@
 //! there: a check that cannot fail proves nothing.
 
 mod admission;
+mod analysts;
 mod cnpg;
 mod database;
 mod netpol;

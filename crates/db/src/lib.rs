@@ -22,7 +22,7 @@ pub const GRANTS_SQL: &str = include_str!("grants.sql");
 // Role names, generated from the access model with roles.sql and grants.sql.
 #[rustfmt::skip]
 mod roles;
-pub use roles::{COMPONENT_ROLES, GROUP_ROLES, LOGIN_ROLES, MIGRATOR_ROLE, OWNER};
+pub use roles::{ANALYST_ROLE, COMPONENT_ROLES, GROUP_ROLES, LOGIN_ROLES, MIGRATOR_ROLE, OWNER};
 
 /// Creates (or re-asserts the attributes of) every Beacon role. Safe to run concurrently
 /// from several test databases: a lost race on CREATE ROLE is retried.
@@ -106,6 +106,32 @@ pub fn check_login_name(login: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The login of the analyst (a person) `name`: `analyst_<name>`.
+pub fn analyst_login(name: &str) -> String {
+    format!("analyst_{name}")
+}
+
+/// Whether the person's login `login` exists, and whether it is a member of the group
+/// role `group`; refuses a group that is not Beacon's and a name that is not plain.
+async fn membership(admin: &PgPool, group: &str, login: &str) -> anyhow::Result<(bool, bool)> {
+    anyhow::ensure!(
+        GROUP_ROLES.contains(&group),
+        "{group} is not a Beacon group role"
+    );
+    check_login_name(login)?;
+    Ok(sqlx::query_as(
+        "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1),
+                EXISTS (SELECT FROM pg_auth_members a
+                        JOIN pg_roles m ON m.oid = a.member
+                        JOIN pg_roles g ON g.oid = a.roleid
+                        WHERE m.rolname = $1 AND g.rolname = $2)",
+    )
+    .bind(login)
+    .bind(group)
+    .fetch_one(admin)
+    .await?)
+}
+
 /// Creates `login` as a member of the group role `group` (a person's login: an
 /// analyst's), or sets its password when it exists and is already that group's member;
 /// then re-asserts the roles (`roles.sql`), which gives every member the group's
@@ -118,22 +144,7 @@ pub async fn add_member(
     login: &str,
     password: &str,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        GROUP_ROLES.contains(&group),
-        "{group} is not a Beacon group role"
-    );
-    check_login_name(login)?;
-    let (exists, member): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1),
-                EXISTS (SELECT FROM pg_auth_members a
-                        JOIN pg_roles m ON m.oid = a.member
-                        JOIN pg_roles g ON g.oid = a.roleid
-                        WHERE m.rolname = $1 AND g.rolname = $2)",
-    )
-    .bind(login)
-    .bind(group)
-    .fetch_one(admin)
-    .await?;
+    let (exists, member) = membership(admin, group, login).await?;
     anyhow::ensure!(
         !exists || member,
         "the role {login} exists and is not a member of {group}: choose another name"
@@ -153,6 +164,39 @@ pub async fn add_member(
     .await?;
     sqlx::raw_sql(&sql).execute(admin).await?;
     bootstrap_roles(admin).await
+}
+
+/// Removes the person's login `login` from the group role `group`: it can no longer log
+/// in, its open sessions are ended, and the role is dropped. Refuses any role that is not
+/// a member of `group` (a component's role, the administrator) and a bad name; a login
+/// that does not exist is already removed. Returns whether there was one.
+pub async fn remove_member(admin: &PgPool, group: &str, login: &str) -> anyhow::Result<bool> {
+    let (exists, member) = membership(admin, group, login).await?;
+    if !exists {
+        return Ok(false);
+    }
+    anyhow::ensure!(
+        member,
+        "the role {login} is not a member of {group}: it is not a person's login, not removing it"
+    );
+    // First no new session, then none open, then no role.
+    for template in ["ALTER ROLE %I NOLOGIN", "DROP ROLE %I"] {
+        if template.starts_with("DROP") {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            )
+            .bind(login)
+            .execute(admin)
+            .await?;
+        }
+        let sql: String = sqlx::query_scalar("SELECT format($1, $2::text)")
+            .bind(template)
+            .bind(login)
+            .fetch_one(admin)
+            .await?;
+        sqlx::raw_sql(&sql).execute(admin).await?;
+    }
+    Ok(true)
 }
 
 /// Runs pending migrations, connected as `beacon_migrator` (acting as `beacon_owner`),

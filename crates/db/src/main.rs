@@ -5,6 +5,10 @@
 //!   login role's password from the file named by `<ROLE>_PASSWORD_FILE`
 //!   (e.g. `BEACON_API_PASSWORD_FILE`).
 //! - `beacon-db migrate`: as `beacon_migrator`, runs the migrations.
+//! - `beacon-db analyst add NAME` / `analyst remove NAME`: as the PostgreSQL
+//!   administrator, creates (or re-asserts, with the password from the file named by
+//!   `ANALYST_PASSWORD_FILE`) or removes the person's login `analyst_NAME` in the
+//!   analysts' group role (the Jobs `cargo xtask analyst add|remove NAME --kube` renders).
 //!
 //! Connection: `DATABASE_HOST`, `DATABASE_PORT`, `DATABASE_NAME`, `DATABASE_USER`,
 //! `DATABASE_SSLMODE`, `DATABASE_SSLROOTCERT` (the CA file for `verify-full`) and the
@@ -35,6 +39,19 @@ enum Cmd {
     Bootstrap,
     /// As beacon_migrator: run pending migrations.
     Migrate,
+    /// As an administrator: a person's login in the analysts' group role.
+    Analyst {
+        #[command(subcommand)]
+        action: AnalystCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AnalystCmd {
+    /// Create (or re-assert) `analyst_NAME`, password from ANALYST_PASSWORD_FILE.
+    Add { name: String },
+    /// Remove `analyst_NAME`: no new session, open ones ended, role dropped.
+    Remove { name: String },
 }
 
 fn var(name: &str, default: Option<&str>) -> anyhow::Result<String> {
@@ -145,10 +162,40 @@ async fn migrate() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `beacon-db analyst add|remove NAME` (login `analyst_NAME`, as `cargo xtask analyst`).
+async fn analyst(action: AnalystCmd) -> anyhow::Result<()> {
+    let database = var("DATABASE_NAME", Some("beacon"))?;
+    let (name, password) = match &action {
+        AnalystCmd::Add { name } => (name, Some(read_secret("ANALYST_PASSWORD_FILE")?)),
+        AnalystCmd::Remove { name } => (name, None),
+    };
+    db::check_login_name(name)?;
+    let login = db::analyst_login(name);
+    let options = options("postgres", &database)?;
+    connect_with_retry(&options).await?.close().await?;
+    let admin = PgPool::connect_with(options).await?;
+    match password {
+        Some(password) => {
+            db::add_member(&admin, db::ANALYST_ROLE, &login, &password).await?;
+            println!(
+                "{login} can log in to {database} as a member of {}",
+                db::ANALYST_ROLE
+            );
+        }
+        None if db::remove_member(&admin, db::ANALYST_ROLE, &login).await? => {
+            println!("{login} removed: no session left, cannot log in");
+        }
+        None => println!("{login} does not exist: nothing to remove"),
+    }
+    admin.close().await;
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Bootstrap => bootstrap().await,
         Cmd::Migrate => migrate().await,
+        Cmd::Analyst { action } => analyst(action).await,
     }
 }

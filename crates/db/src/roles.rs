@@ -18,6 +18,8 @@ pub const GROUP_ROLES: [&str; 2] = [
     "beacon_analyst",
     "beacon_offboard",
 ];
+/// The analysts' group role (the `analyst` persona's `db_role`).
+pub const ANALYST_ROLE: &str = "beacon_analyst";
 /// The database roles of components (`db_role` of `[components.*]`).
 pub const COMPONENT_ROLES: [&str; 4] = [
     "beacon_analytics",

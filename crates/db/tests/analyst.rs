@@ -354,3 +354,46 @@ async fn add_member_never_hands_the_group_to_an_existing_role_or_a_bad_name(admi
             .unwrap();
     assert!(!member);
 }
+
+/// Removing an analyst (`cargo xtask analyst remove`, the `--kube` Job): their open
+/// session ends, they cannot log in again, the role is gone; a role that is not a
+/// member of the group (a component's, the administrator) is never dropped.
+#[sqlx::test(migrations = false)]
+async fn remove_member_ends_the_login_and_drops_only_members(admin: PgPool) {
+    let a = analyst(&admin).await;
+    let group = db::ANALYST_ROLE;
+    for other in ["beacon_api", "postgres", db::MIGRATOR_ROLE] {
+        let err = db::remove_member(&admin, group, other).await.unwrap_err();
+        assert!(err.to_string().contains("not a member"), "{other}: {err}");
+    }
+    assert!(
+        db::remove_member(&admin, "beacon_api", &a.login)
+            .await
+            .is_err()
+    );
+    assert!(db::remove_member(&admin, group, "a;drop").await.is_err());
+    let mut open = a.connect().await;
+    assert!(db::remove_member(&admin, group, &a.login).await.unwrap());
+    assert!(
+        sqlx::query("SELECT 1").execute(&mut open).await.is_err(),
+        "the open session was ended"
+    );
+    assert!(PgConnection::connect_with(&a.options).await.is_err());
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
+            .bind(&a.login)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    assert!(!exists);
+    assert!(!db::remove_member(&admin, group, &a.login).await.unwrap());
+    for role in ["beacon_api", db::MIGRATOR_ROLE] {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
+                .bind(role)
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+        assert!(exists, "{role}");
+    }
+}

@@ -80,8 +80,15 @@ pub const ADMISSION_TRANSFORM_JOB: &str = "transform-job";
 /// `restart-and-scale`: updates that change only the replica count and the
 /// `kubectl.kubernetes.io/restartedAt` pod annotation (scale and rollout restart).
 pub const ADMISSION_RESTART_AND_SCALE: &str = "restart-and-scale";
+/// `analyst-toolbox`: Jobs whose pod equals CronJob analyst-toolbox's pod template only
+/// (the analysts' psql toolbox).
+pub const ADMISSION_ANALYST_TOOLBOX: &str = "analyst-toolbox";
 /// Every admission policy a grant may name.
-pub const ADMISSIONS: [&str; 2] = [ADMISSION_TRANSFORM_JOB, ADMISSION_RESTART_AND_SCALE];
+pub const ADMISSIONS: [&str; 3] = [
+    ADMISSION_TRANSFORM_JOB,
+    ADMISSION_RESTART_AND_SCALE,
+    ADMISSION_ANALYST_TOOLBOX,
+];
 
 /// `persona` may use `verbs` on `resources` (`resource` or `group/resource`) in `namespaces`.
 #[derive(Debug, Clone, Deserialize)]
@@ -513,7 +520,12 @@ mod tests {
         };
         assert!(has("beacon-pipeline", "", "pods/log", "get"));
         assert!(has("beacon-pipeline", "batch", "jobs", "create"));
-        assert!(!analysts.iter().any(|p| p.0 != "beacon-pipeline"));
+        assert!(has("beacon-analysts", "", "pods/exec", "create"));
+        assert!(
+            !analysts
+                .iter()
+                .any(|p| p.0 != "beacon-pipeline" && p.0 != "beacon-analysts")
+        );
         assert_eq!(
             super::split_resource("apps/deployments/scale"),
             ("apps", "deployments/scale")

@@ -1,5 +1,11 @@
 //! `cargo xtask analyst add NAME`: a person's PostgreSQL login in the analysts' group
-//! role (the access model's `analyst` persona's `db_role`), on the local database.
+//! role (the access model's `analyst` persona's `db_role`), on the local database;
+//! `cargo xtask analyst remove NAME` takes it away again.
+//!
+//! With `--kube`, the same inside a cluster: the command prints (or, with `--apply`,
+//! applies) the one-shot Job that does it in beacon-data with the bootstrap's
+//! credentials ([`kube`]); the password comes from the Secret `analyst-<name>` that the
+//! person who runs the database made from the secret manager, and is never printed.
 //!
 //! The login is `analyst_NAME`. Its password is generated into
 //! `.dev/analysts/NAME.password`, created atomically with mode 0600 (never another
@@ -8,6 +14,9 @@
 //! `--show-password`. Statement and idle-in-transaction timeouts and the connection
 //! limit come from the model's group role (roles.sql gives them to every member).
 
+pub mod kube;
+
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -25,13 +34,44 @@ pub enum Action {
         #[arg(long)]
         show_password: bool,
         #[command(flatten)]
+        kube: KubeOptions,
+        #[command(flatten)]
+        pg: crate::up::LocalPg,
+    },
+    /// Remove the login `analyst_NAME`: no new session, open ones ended, role dropped
+    /// (and, locally, its password file deleted).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        kube: KubeOptions,
+        #[command(flatten)]
         pg: crate::up::LocalPg,
     },
 }
 
+/// Inside a cluster instead of on the local database.
+#[derive(Debug, clap::Args)]
+pub struct KubeOptions {
+    /// Print the Job that does it in the cluster (beacon-data), made from the overlay's
+    /// db-bootstrap Job; for `add`, the Secret `analyst-<name>` (key `password`) must
+    /// exist there first. Deliver it, or pipe it to `kubectl apply -f -`.
+    #[arg(long)]
+    pub kube: bool,
+    /// The overlay whose db-bootstrap Job it is made from.
+    #[arg(long, default_value = "dev", requires = "kube")]
+    pub overlay: String,
+    /// The image instead of the overlay's (e.g. the one Tilt built: the live
+    /// db-bootstrap Job's).
+    #[arg(long, requires = "kube")]
+    pub image: Option<String>,
+    /// Apply it with `kubectl apply -f -` (the current context) instead of printing it.
+    #[arg(long, requires = "kube")]
+    pub apply: bool,
+}
+
 /// The login role of the analyst `name`.
 pub fn login_name(name: &str) -> String {
-    format!("analyst_{name}")
+    db::analyst_login(name)
 }
 
 /// The analysts' group role: the `analyst` persona's database role in the model.
@@ -63,16 +103,78 @@ pub async fn run(action: Action) -> anyhow::Result<()> {
         Action::Add {
             name,
             show_password,
+            kube,
             pg,
         } => {
             // A bad name fails before anything is started or written.
             db::check_login_name(&name)?;
+            if kube.kube {
+                return in_cluster(&kube, kube::Op::Add, &name);
+            }
             let pg = crate::up::Postgres::find_or_start_on(pg).await?;
             let result = add(&pg, &name, show_password).await;
             pg.stop();
             result
         }
+        Action::Remove { name, kube, pg } => {
+            db::check_login_name(&name)?;
+            if kube.kube {
+                return in_cluster(&kube, kube::Op::Remove, &name);
+            }
+            let pg = crate::up::Postgres::find_or_start_on(pg).await?;
+            let result = remove(&pg, &name).await;
+            pg.stop();
+            result
+        }
     }
+}
+
+/// The Job for `op`, printed on stdout, or applied.
+fn in_cluster(options: &KubeOptions, op: kube::Op, name: &str) -> anyhow::Result<()> {
+    let docs = kube::render_overlay(&options.overlay)?;
+    let job = kube::job(&docs, op, name, options.image.as_deref())?;
+    let text = serde_json::to_string_pretty(&job)?;
+    if !options.apply {
+        println!("{text}");
+        return Ok(());
+    }
+    let mut child = std::process::Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("running kubectl apply")?;
+    child
+        .stdin
+        .take()
+        .context("kubectl's stdin")?
+        .write_all(text.as_bytes())?;
+    let status = child.wait()?;
+    anyhow::ensure!(status.success(), "kubectl apply failed ({status})");
+    eprintln!(
+        "next: kubectl -n beacon-data wait --for=condition=complete job/{} --timeout=5m",
+        kube::job_name(op, name)
+    );
+    Ok(())
+}
+
+async fn remove(pg: &crate::up::Postgres, name: &str) -> anyhow::Result<()> {
+    let group = group_role(&AccessModel::load())?;
+    let login = login_name(name);
+    let admin = crate::up::migrate(pg, "beacon").await?;
+    let removed = db::remove_member(&admin, &group, &login).await;
+    admin.close().await;
+    let file = password_file(name);
+    if removed? {
+        println!("· {login} removed: no session left, it cannot log in");
+    } else {
+        println!("· {login} does not exist: nothing to remove");
+    }
+    match std::fs::remove_file(&file) {
+        Ok(()) => println!("  deleted {}", file.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("deleting {}", file.display())),
+    }
+    Ok(())
 }
 
 async fn add(pg: &crate::up::Postgres, name: &str, show_password: bool) -> anyhow::Result<()> {

@@ -21,7 +21,8 @@ enum Cmd {
     Migrate(xtask::up::LocalPg),
     /// Generate the development CA, workload certificates and token keys (into .dev/certs).
     Certs,
-    /// People's database logins: `analyst add NAME` (local database).
+    /// People's database logins: `analyst add|remove NAME` (local database; `--kube`:
+    /// the Job that does it in the cluster).
     Analyst {
         #[command(subcommand)]
         action: xtask::analyst::Action,

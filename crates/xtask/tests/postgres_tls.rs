@@ -8,7 +8,9 @@
 //! and no TLS are each refused. Run as root (as CI runs), the cluster belongs to the
 //! `postgres` OS user.
 
-use std::{path::PathBuf, time::Duration};
+mod support;
+
+use std::time::Duration;
 
 use platform::db::DbConfig;
 use secrecy::SecretString;
@@ -16,74 +18,15 @@ use sqlx::{
     Connection as _, PgConnection,
     postgres::{PgConnectOptions, PgSslMode},
 };
-use time::OffsetDateTime;
-use xtask::{
-    certs::Ca,
-    up::{Cluster, ServerSecurity},
-};
-
-/// A directory other users may enter (the cluster may run as `postgres`), removed on drop.
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Stops the cluster however the test ends (declared after [`Dir`]: dropped first).
-struct Running(Cluster);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.stop();
-    }
-}
-
-fn write(path: &PathBuf, text: &str) {
-    std::fs::write(path, text).unwrap();
-}
+use xtask::certs::Ca;
 
 #[tokio::test]
 async fn verify_full_connects_only_to_the_right_server_and_the_server_takes_only_scram_over_tls() {
-    let port = xtask::up::free_port().unwrap();
-    let dir = Dir(std::env::temp_dir().join(format!("xtask-pg-tls-{}-{port}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let file = |name: &str| dir.0.join(name);
-
-    let model = platform::access::AccessModel::load();
-    let now = OffsetDateTime::now_utc();
-    let valid = (
-        now - time::Duration::hours(1),
-        now + time::Duration::days(1),
-    );
-    let ca = Ca::new("Beacon development CA").unwrap();
-    write(&file("ca.crt"), &ca.cert_pem);
-    // The postgres Service's name (and 127.0.0.1, which every Ca::issue certificate names).
-    let (cert, key) = ca
-        .issue(
-            &model.spiffe_id("postgres").unwrap(),
-            &["postgres.beacon-data.svc".to_owned()],
-            valid.0,
-            valid.1,
-        )
-        .unwrap();
-    write(&file("server.crt"), &cert);
-    write(&file("server.key"), &key);
+    let pg = support::TlsPostgres::start("pg-tls");
+    let (port, password) = (pg.port, pg.admin_password.clone());
+    let file = |name: &str| pg.file(name);
     let rogue = Ca::new("Rogue CA").unwrap();
-    write(&file("rogue.crt"), &rogue.cert_pem);
-    let password = uuid::Uuid::new_v4().to_string();
-    write(&file("admin.password"), &password);
-
-    let _cluster = Running(
-        Cluster::at(file("postgres"))
-            .with_security(ServerSecurity {
-                admin_password_file: Some(file("admin.password")),
-                tls: Some((file("server.crt"), file("server.key"))),
-            })
-            .start(port, port)
-            .expect("the throwaway cluster starts with TLS and scram"),
-    );
+    pg.write("rogue.crt", &rogue.cert_pem);
 
     let base = PgConnectOptions::new()
         .host("127.0.0.1")

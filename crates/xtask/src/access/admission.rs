@@ -3,6 +3,8 @@
 //!
 //! - `transform-job` ([`transform_jobs`]): the groups may create only Jobs whose pod is
 //!   the pod template of the CronJob `transform-once` (the policy's parameter);
+//! - `analyst-toolbox` ([`toolbox_jobs`]): the same rule with the CronJob
+//!   `analyst-toolbox` (the analysts' psql toolbox in their own namespace);
 //! - `restart-and-scale` ([`workload_changes`]): in the model's protected namespaces the
 //!   groups may change a Deployment or StatefulSet only by its replica count and the
 //!   `kubectl.kubernetes.io/restartedAt` pod annotation.
@@ -14,12 +16,17 @@
 
 use std::fmt::Write as _;
 
-use platform::access::{ADMISSION_RESTART_AND_SCALE, ADMISSION_TRANSFORM_JOB, AccessModel};
+use platform::access::{
+    ADMISSION_ANALYST_TOOLBOX, ADMISSION_RESTART_AND_SCALE, ADMISSION_TRANSFORM_JOB, AccessModel,
+};
 
 use super::kube::{metadata, yaml_file};
 
 /// The CronJob whose pod template is the only pod analysts' Jobs may run.
 pub const TRANSFORM_TEMPLATE: &str = "transform-once";
+/// The CronJob whose pod template is the analysts' toolbox, the only pod of their
+/// workspace.
+pub const TOOLBOX_TEMPLATE: &str = "analyst-toolbox";
 /// The pod annotation `kubectl rollout restart` sets.
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
@@ -120,9 +127,51 @@ fn binding(model: &AccessModel, name: &str, namespaces: &[String], param_ref: &s
 
 /// `transform-job`: Jobs equal to the transform's, for the narrowed groups.
 pub fn transform_jobs(model: &AccessModel) -> String {
-    let name = format!("{}-analyst-jobs", model.product);
-    let name = name.as_str();
-    let (groups, namespaces) = narrowed(model, ADMISSION_TRANSFORM_JOB);
+    template_jobs(
+        model,
+        &format!("{}-analyst-jobs", model.product),
+        ADMISSION_TRANSFORM_JOB,
+        TRANSFORM_TEMPLATE,
+        &format!(
+            "People may create Jobs in {{ns}} only to run the transform on demand:
+  kubectl -n {{ns}} create job --from=cronjob/{TRANSFORM_TEMPLATE} NAME
+A Job's pod could otherwise run any image, mount any Secret of the namespace (the
+loader's password, readable through pods/log) or carry the labels of another Service's
+pods and receive its traffic."
+        ),
+    )
+}
+
+/// `analyst-toolbox`: Jobs equal to the analysts' toolbox, for the narrowed groups.
+pub fn toolbox_jobs(model: &AccessModel) -> String {
+    template_jobs(
+        model,
+        &format!("{}-analyst-toolbox", model.product),
+        ADMISSION_ANALYST_TOOLBOX,
+        TOOLBOX_TEMPLATE,
+        &format!(
+            "People may create Jobs in {{ns}} only to start a psql toolbox, which they enter
+with `kubectl exec` and from which they log in to PostgreSQL as themselves:
+  kubectl -n {{ns}} create job --from=cronjob/{TOOLBOX_TEMPLATE} NAME
+The namespace holds no Secret and its NetworkPolicies let the toolbox reach PostgreSQL
+only. A Job's pod could otherwise run any image or command with that access, mount
+an API token or a node's files, run privileged, outlive the template's deadline, or
+carry the labels of some Service's pods."
+        ),
+    )
+}
+
+/// The policy `name`: for the groups whose grant says `admission`, only Jobs whose pod
+/// equals the pod template of CronJob `template` in the grant's namespace. `why` (with
+/// `{ns}` for the namespace) opens the file's comment.
+fn template_jobs(
+    model: &AccessModel,
+    name: &str,
+    admission: &str,
+    template: &str,
+    why: &str,
+) -> String {
+    let (groups, namespaces) = narrowed(model, admission);
     let mut policy = policy_head(model, name, "batch", &["jobs"]);
     let _ = write!(
         policy,
@@ -130,19 +179,21 @@ pub fn transform_jobs(model: &AccessModel) -> String {
     apiVersion: batch/v1
     kind: CronJob
   matchConditions:
-  - name: people-narrowed-to-the-transform-job
+  - name: people-narrowed-to-the-{admission}
     expression: {groups}
   variables:
   - name: template
     expression: params.spec.jobTemplate.spec.template
   - name: pod
     expression: object.spec.template
+  - name: jobTemplate
+    expression: params.spec.jobTemplate.spec
   # The pod labels the API server sets on every Job's pod (it sets their values too).
   - name: generatedLabels
     expression: \"['controller-uid', 'job-name', 'batch.kubernetes.io/controller-uid', 'batch.kubernetes.io/job-name']\"
   validations:
   - expression: variables.pod.spec == variables.template.spec
-    message: a Job may run only the pod of CronJob {TRANSFORM_TEMPLATE} (same image, command, args, env,
+    message: a Job may run only the pod of CronJob {template} (same image, command, args, env,
       volumes, service account, token automount and containers)
   - expression: >-
       has(variables.pod.metadata.labels) && has(variables.template.metadata.labels)
@@ -150,18 +201,26 @@ pub fn transform_jobs(model: &AccessModel) -> String {
       || (k in variables.template.metadata.labels
       && variables.template.metadata.labels[k] == variables.pod.metadata.labels[k]))
       && variables.template.metadata.labels.all(k, k in variables.pod.metadata.labels)
-    message: a Job's pod carries exactly the labels of CronJob {TRANSFORM_TEMPLATE}'s pod (no Service may
+    message: a Job's pod carries exactly the labels of CronJob {template}'s pod (no Service may
       select it)
   - expression: >-
       has(variables.pod.metadata.annotations) == has(variables.template.metadata.annotations)
       && (!has(variables.pod.metadata.annotations)
       || variables.pod.metadata.annotations == variables.template.metadata.annotations)
-    message: a Job's pod carries exactly the annotations of CronJob {TRANSFORM_TEMPLATE}'s pod
+    message: a Job's pod carries exactly the annotations of CronJob {template}'s pod
   - expression: >-
       (!has(object.spec.manualSelector) || !object.spec.manualSelector)
       && (!has(object.spec.parallelism) || object.spec.parallelism <= 1)
       && (!has(object.spec.completions) || object.spec.completions <= 1)
     message: a Job runs one pod at a time, with the selector the API server generates
+  - expression: >-
+      (!has(variables.jobTemplate.activeDeadlineSeconds)
+      || (has(object.spec.activeDeadlineSeconds)
+      && object.spec.activeDeadlineSeconds <= variables.jobTemplate.activeDeadlineSeconds))
+      && (!has(variables.jobTemplate.backoffLimit)
+      || (has(object.spec.backoffLimit)
+      && object.spec.backoffLimit <= variables.jobTemplate.backoffLimit))
+    message: a Job runs no longer and retries no more often than CronJob {template}'s
 ",
         groups = in_groups(&groups),
     );
@@ -169,7 +228,7 @@ pub fn transform_jobs(model: &AccessModel) -> String {
     let param_ns = namespaces.first().map(String::as_str).unwrap_or_default();
     let param_ref = format!(
         "  paramRef:
-    name: {TRANSFORM_TEMPLATE}
+    name: {template}
     namespace: {param_ns}
     parameterNotFoundAction: Deny
 "
@@ -177,18 +236,16 @@ pub fn transform_jobs(model: &AccessModel) -> String {
     let bind = binding(model, name, &namespaces, &param_ref);
     yaml_file(
         &format!(
-            "People may create Jobs in {ns} only to run the transform on demand:
-  kubectl -n {ns} create job --from=cronjob/{TRANSFORM_TEMPLATE} NAME
-A Job's pod could otherwise run any image, mount any Secret of the namespace (the
-loader's password, readable through pods/log) or carry the labels of another Service's
-pods and receive its traffic. So the policy admits, for the groups whose grant says
-`admission = \"{ADMISSION_TRANSFORM_JOB}\"`, only Jobs whose pod equals the pod template of
-CronJob {TRANSFORM_TEMPLATE} (its parameter; only the delivery identity may change it). What
-may differ, and why: the Job's own metadata (name, labels, annotations: not part of the
-pod), and the pod labels the API server adds to every Job's pod (controller-uid,
-job-name and their batch.kubernetes.io/ forms: it sets their values itself).
+            "{}
+So the policy admits, for the groups whose grant says `admission = \"{admission}\"`,
+only Jobs whose pod equals the pod template of CronJob {template} (its parameter; only
+the delivery identity may change it), running no longer and retrying no more often
+than its Jobs. What may differ, and why: the Job's own metadata (name, labels,
+annotations: not part of the pod), and the pod labels the API server adds to every
+Job's pod (controller-uid, job-name and their batch.kubernetes.io/ forms: it sets
+their values itself).
 The expressions are evaluated by tests/k8s (CEL) against the hijacking Jobs.",
-            ns = param_ns
+            why.replace("{ns}", param_ns)
         ),
         &[policy, bind],
     )

@@ -14,12 +14,13 @@ use platform::access::{AccessModel, KubePermission};
 
 /// What no persona is granted, asked in every namespace (those the model does grant
 /// are left out).
-const FORBIDDEN_SAMPLE: [(&str, &str, &str); 16] = [
+const FORBIDDEN_SAMPLE: [(&str, &str, &str); 17] = [
     ("get", "", "secrets"),
     ("list", "", "secrets"),
     ("create", "", "pods"),
     ("create", "", "pods/exec"),
     ("create", "", "pods/attach"),
+    ("create", "", "pods/portforward"),
     ("patch", "", "pods/ephemeralcontainers"),
     ("create", "", "serviceaccounts/token"),
     ("create", "apps", "deployments"),
@@ -97,9 +98,16 @@ mod tests {
             "no create deployments.apps beacon-api e2e-product_developer beacon:product-developers",
             "no get secrets beacon-api e2e-sre beacon:sre",
             "no create pods/exec beacon-pipeline e2e-analyst beacon:analysts",
+            "yes create pods/exec beacon-analysts e2e-analyst beacon:analysts",
+            "yes create batch.jobs beacon-analysts e2e-analyst beacon:analysts",
+            "no create pods/portforward beacon-analysts e2e-analyst beacon:analysts",
+            "no create pods/exec beacon-data e2e-analyst beacon:analysts",
+            "no get secrets beacon-analysts e2e-analyst beacon:analysts",
             "no patch batch.cronjobs beacon-pipeline e2e-data_engineer beacon:data-engineers",
         ] {
-            let line = line.replace("batch.cronjobs", "cronjobs.batch");
+            let line = line
+                .replace("batch.cronjobs", "cronjobs.batch")
+                .replace("batch.jobs", "jobs.batch");
             assert!(lines.contains(line.as_str()), "missing: {line}");
         }
         // Nothing is both expected and refused.

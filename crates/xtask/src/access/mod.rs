@@ -123,6 +123,10 @@ pub fn generated(model: &AccessModel) -> Vec<Generated> {
     let mut out = vec![Generated::new("docs/ACCESS.md", markdown::render(model))];
     out.extend(sql::files(model));
     out.extend(kube::files(model));
+    out.push(Generated::new(
+        "k8s/base/admission/analyst-toolbox.yaml",
+        admission::toolbox_jobs(model),
+    ));
     out.extend(overlay::files(model));
     out.extend(images::files(model));
     out.extend(scrape::files(model));

@@ -184,6 +184,16 @@ pub const MIGRATOR_ROLE: &str = \"{}\";
         "Group roles, for people: each person logs in as a member (see `add_member`).",
         &group_roles(model),
     ));
+    if let Some(role) = model
+        .personas
+        .get("analyst")
+        .and_then(|p| p.db_role.as_deref())
+    {
+        let _ = write!(
+            out,
+            "/// The analysts' group role (the `analyst` persona's `db_role`).\npub const ANALYST_ROLE: &str = \"{role}\";\n"
+        );
+    }
     out.push_str(&rust_array(
         "COMPONENT_ROLES",
         "The database roles of components (`db_role` of `[components.*]`).",

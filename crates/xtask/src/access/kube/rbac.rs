@@ -98,9 +98,9 @@ fn persona_role(model: &AccessModel, persona: &str, ns: &str, grants: &[&KubeGra
 }
 
 const RBAC_INTRO: &str =
-    "From [kubernetes] in the model: namespaced only, no wildcards, no Secrets, exec and
-port-forward for SRE only. tests/k8s recomputes each group's permissions from the
-rendered Roles and bindings and compares them with the model.";
+    "From [kubernetes] in the model: namespaced only, no wildcards, no Secrets, port-forward
+for SRE only, exec for SRE and (into their toolbox) analysts. tests/k8s recomputes each
+group's permissions from the rendered Roles and bindings and compares them with the model.";
 
 /// The Roles of the personas that are not in the baseline, in namespace `ns`.
 pub(super) fn rbac(model: &AccessModel, ns: &str) -> String {
