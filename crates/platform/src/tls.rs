@@ -366,8 +366,11 @@ pub fn spiffe_identity(cert: &[u8]) -> Result<String, String> {
 #[derive(Debug, Clone)]
 pub struct AllowedCallers {
     ids: Arc<Vec<String>>,
-    recent: Arc<Mutex<std::collections::VecDeque<(Vec<u8>, Result<String, String>)>>>,
+    recent: Arc<Mutex<std::collections::VecDeque<Remembered>>>,
 }
+
+/// A leaf certificate's DER bytes and its [`spiffe_identity`].
+type Remembered = (Vec<u8>, Result<String, String>);
 
 /// How many leaf certificates' identities an [`AllowedCallers`] remembers (the oldest
 /// goes first): a few callers' replicas, a bounded few KiB.
