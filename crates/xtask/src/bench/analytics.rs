@@ -133,6 +133,27 @@ impl Cpu {
 /// load generator's (`/proc/self/task/*/stat`).
 const SERVER_THREADS: &str = "analytics-srv";
 
+/// The analytics server's runtime, shut down without waiting however the measurement
+/// ends (a runtime dropped inside another one panics, hiding the error).
+struct ServerRuntime(Option<tokio::runtime::Runtime>);
+
+impl ServerRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .map(|r| r.handle().clone())
+            .expect("the runtime lives until dropped")
+    }
+}
+
+impl Drop for ServerRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 struct Pgbench<'a> {
     options: &'a PgConnectOptions,
     database: &'a str,
@@ -343,11 +364,14 @@ async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
         };
         // The server on its own runtime (as in its own process), with named threads so
         // its CPU is told from the load generator's.
-        let server_runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name(SERVER_THREADS)
-            .enable_all()
-            .build()?;
+        let runtime = ServerRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name(SERVER_THREADS)
+                .enable_all()
+                .build()?,
+        ));
+        let server_runtime = runtime.handle();
         let app = server_runtime
             .spawn(analytics::App::build(analytics::Config {
                 listen: "127.0.0.1:0".parse()?,
@@ -494,7 +518,6 @@ async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
         }
         shutdown.trigger();
         let _ = server.await;
-        server_runtime.shutdown_background();
         drop(owner);
         admin_pool.close().await;
         sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
