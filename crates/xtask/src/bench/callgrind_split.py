@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Groups callgrind's self cost (instructions) by crate into the parts of an analytics
-call: python3 callgrind_split.py CALLS FILE... (callgrind dumps of one measured phase,
-one file per thread with --separate-threads=yes). A thread that ran the analytics
-service's handlers is counted as the server, the others as the client. Prints
+call: python3 callgrind_split.py FILE... (callgrind dumps of one measured phase, one file
+per thread with --separate-threads=yes). A thread that ran the analytics service's
+handlers is counted as the server, the others as the client. The number of calls is
+callgrind's own count of the server's handler futures dropped (one per call). Prints
 instructions per call for each part, client and server side by side."""
 import re, subprocess, sys
 from collections import defaultdict
@@ -57,10 +58,28 @@ def costs(path):
                 rows.append((n, m.group(2)))
     return rows
 
+HANDLER = re.compile(r"^core::ptr::drop_in_place<<analytics::service::AnalyticsService as .*::\w+::\{\{closure\}\}>$")
+
+def handler_calls(path):
+    """Calls of the handler futures' drop in one raw callgrind file."""
+    names, last, total = {}, None, 0
+    for line in open(path, errors="replace"):
+        m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line)
+        if m:
+            if m.group(2):
+                names[m.group(1)] = m.group(2).strip()
+            last = m.group(1) if line.startswith("cfn") else None
+        elif last and line.startswith("calls="):
+            if HANDLER.match(names.get(last, "")):
+                total += int(line.split("=")[1].split()[0])
+            last = None
+    return total
+
 def main():
-    calls = float(sys.argv[1])
+    calls = float(sum(handler_calls(p) for p in sys.argv[1:]))
+    print(f"{calls:.0f} calls")
     sides = {"client": defaultdict(int), "server": defaultdict(int)}
-    for path in sys.argv[2:]:
+    for path in sys.argv[1:]:
         rows = costs(path)
         if not rows:
             continue
