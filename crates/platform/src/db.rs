@@ -17,6 +17,9 @@ use crate::config;
 /// leaks to the next user of a pooled connection.
 pub const TENANT_SETTING: &str = "beacon.tenant_id";
 
+/// A pooled connection idle at least this long is pinged before it is handed out.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct DbConfig {
     pub host: String,
@@ -116,10 +119,23 @@ impl DbConfig {
 
     /// A lazy pool: the service starts (and answers `/healthz`) while the database is
     /// down, reports not ready, and recovers on its own when it returns.
+    ///
+    /// sqlx pings a connection (one round trip) before handing it out, and again when it
+    /// comes back. The first ping is skipped for a connection idle less than
+    /// [`PING_IF_IDLE_FOR`]: it was used moments ago, and a connection that broke since
+    /// fails its statement like one that breaks mid-call (the call gets "unavailable";
+    /// the ping on release discards it). The ping on release stays (sqlx has no option).
     pub fn pool(&self) -> PgPool {
         PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    use sqlx::Connection as _;
+                    Ok(meta.idle_for < PING_IF_IDLE_FOR || conn.ping().await.is_ok())
+                })
+            })
             .connect_lazy_with(self.connect_options())
     }
 }

@@ -359,16 +359,48 @@ pub fn spiffe_identity(cert: &[u8]) -> Result<String, String> {
 /// SPIFFE id (see [`spiffe_identity`]), and that id must be allowed. (The chain itself
 /// was already verified in the handshake.) Used as a layer on the whole server, so
 /// health and reflection are behind it too.
+///
+/// The identity is a function of the certificate's bytes alone, so the identities of
+/// the last [`RECENT_CALLERS`] distinct leaf certificates are remembered by their exact
+/// DER bytes: every call on a connection used to parse its X.509 certificate again.
 #[derive(Debug, Clone)]
-pub struct AllowedCallers(Arc<Vec<String>>);
+pub struct AllowedCallers {
+    ids: Arc<Vec<String>>,
+    recent: Arc<Mutex<std::collections::VecDeque<Remembered>>>,
+}
+
+/// A leaf certificate's DER bytes and its [`spiffe_identity`].
+type Remembered = (Vec<u8>, Result<String, String>);
+
+/// How many leaf certificates' identities an [`AllowedCallers`] remembers (the oldest
+/// goes first): a few callers' replicas, a bounded few KiB.
+pub const RECENT_CALLERS: usize = 16;
 
 impl AllowedCallers {
     pub fn new(ids: Vec<String>) -> Self {
-        Self(Arc::new(ids))
+        Self {
+            ids: Arc::new(ids),
+            recent: Arc::default(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ids.is_empty()
+    }
+
+    /// [`spiffe_identity`] of `leaf`, remembered.
+    fn identity(&self, leaf: &[u8]) -> Result<String, String> {
+        let lock = || self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, id)) = lock().iter().find(|(der, _)| der.as_slice() == leaf) {
+            return id.clone();
+        }
+        let id = spiffe_identity(leaf);
+        let mut recent = lock();
+        if recent.len() >= RECENT_CALLERS {
+            recent.pop_front();
+        }
+        recent.push_back((leaf.to_vec(), id.clone()));
+        id
     }
 
     pub fn authorize<T>(&self, request: &tonic::Request<T>) -> Result<String, tonic::Status> {
@@ -378,8 +410,8 @@ impl AllowedCallers {
         let leaf = certs
             .first()
             .ok_or_else(|| tonic::Status::unauthenticated("client certificate required"))?;
-        match spiffe_identity(leaf.as_ref()) {
-            Ok(id) if self.0.contains(&id) => Ok(id),
+        match self.identity(leaf.as_ref()) {
+            Ok(id) if self.ids.contains(&id) => Ok(id),
             Ok(id) => {
                 tracing::warn!(caller = %id, "caller identity not allowed");
                 Err(tonic::Status::permission_denied("caller not allowed"))
@@ -420,4 +452,49 @@ pub fn grpc_channel(
             }
         })),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(uri: &str) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn remembered_identities_belong_to_the_exact_certificate_and_stay_bounded() {
+        let api = spiffe_id("beacon-api", "api");
+        let callers = AllowedCallers::new(vec![api.clone()]);
+        let (allowed, other) = (leaf(&api), leaf(&spiffe_id("beacon-api", "other")));
+        let mut two = rcgen::CertificateParams::default();
+        two.subject_alt_names = vec![
+            rcgen::SanType::URI(api.as_str().try_into().unwrap()),
+            rcgen::SanType::URI("spiffe://beacon.local/ns/x/sa/y".try_into().unwrap()),
+        ];
+        let two = two
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .der()
+            .to_vec();
+        // Asked again and again, in turns: each certificate keeps its own answer.
+        for _ in 0..3 {
+            assert_eq!(callers.identity(&allowed), Ok(api.clone()));
+            assert_eq!(
+                callers.identity(&other),
+                Ok(spiffe_id("beacon-api", "other"))
+            );
+            assert!(callers.identity(&two).is_err());
+        }
+        // Many distinct callers: the memory holds the last RECENT_CALLERS, no more.
+        for i in 0..2 * RECENT_CALLERS {
+            let id = spiffe_id("many", &i.to_string());
+            assert_eq!(callers.identity(&leaf(&id)), Ok(id));
+        }
+        assert_eq!(callers.recent.lock().unwrap().len(), RECENT_CALLERS);
+        assert_eq!(callers.identity(&allowed), Ok(api));
+    }
 }

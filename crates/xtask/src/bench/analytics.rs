@@ -105,56 +105,161 @@ fn inline(sql: &str, params: &[String]) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn pgbench(
-    options: &PgConnectOptions,
-    database: &str,
-    script: &Path,
-    concurrency: usize,
-    seconds: u64,
-    logs: &Path,
-) -> anyhow::Result<Measure> {
-    let _ = std::fs::remove_dir_all(logs);
-    std::fs::create_dir_all(logs)?;
-    let status = std::process::Command::new("pgbench")
-        .current_dir(logs)
-        .args(["-n", "-M", "prepared", "-l", "--log-prefix", "tx"])
-        .args([
-            "-c",
-            &concurrency.to_string(),
-            "-j",
-            "2",
-            "-T",
-            &seconds.to_string(),
-        ])
-        .args([
-            "-h",
-            options.get_host(),
-            "-p",
-            &options.get_port().to_string(),
-            "-U",
-            "beacon_analytics",
-        ])
-        .arg("-f")
-        .arg(script)
-        .arg(database)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("pgbench not found: install the PostgreSQL client tools")?;
-    anyhow::ensure!(status.success(), "pgbench failed");
-    let mut latencies = Vec::new();
-    for entry in std::fs::read_dir(logs)? {
-        for line in std::fs::read_to_string(entry?.path())?.lines() {
-            // client_id transaction_no time_us script_no time_epoch time_us
-            if let Some(us) = line
-                .split_whitespace()
-                .nth(2)
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                latencies.push(Duration::from_micros(us));
-            }
+/// CPU seconds per call of one side of a measurement: its client, the analytics server
+/// (gRPC only) and the PostgreSQL backends.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    client: f64,
+    server: f64,
+    postgres: f64,
+}
+
+impl Cpu {
+    fn per_call(self, calls: usize) -> Self {
+        let n = calls.max(1) as f64;
+        Self {
+            client: self.client / n,
+            server: self.server / n,
+            postgres: self.postgres / n,
         }
     }
-    Ok(measure(latencies, Duration::from_secs(seconds)))
+
+    fn total(self) -> f64 {
+        self.client + self.server + self.postgres
+    }
+}
+
+/// Names the threads of the analytics server's runtime, so its CPU is told from the
+/// load generator's (`/proc/self/task/*/stat`).
+const SERVER_THREADS: &str = "analytics-srv";
+
+/// The analytics server's runtime, shut down without waiting however the measurement
+/// ends (a runtime dropped inside another one panics, hiding the error).
+struct ServerRuntime(Option<tokio::runtime::Runtime>);
+
+impl ServerRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .map(|r| r.handle().clone())
+            .expect("the runtime lives until dropped")
+    }
+}
+
+impl Drop for ServerRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+struct Pgbench<'a> {
+    options: &'a PgConnectOptions,
+    database: &'a str,
+    concurrency: usize,
+    seconds: u64,
+}
+
+impl Pgbench<'_> {
+    /// Runs `script`; the CPU of the pgbench process and of its backends is sampled
+    /// every 100 ms while it runs (the last ≤ 100 ms before they exit are not counted).
+    async fn run(
+        &self,
+        admin: &mut PgConnection,
+        script: &Path,
+        logs: &Path,
+    ) -> anyhow::Result<(Measure, Cpu)> {
+        let _ = std::fs::remove_dir_all(logs);
+        std::fs::create_dir_all(logs)?;
+        let mut child = std::process::Command::new("pgbench")
+            .current_dir(logs)
+            .args(["-n", "-M", "prepared", "-l", "--log-prefix", "tx"])
+            .args([
+                "-c",
+                &self.concurrency.to_string(),
+                "-j",
+                "2",
+                "-T",
+                &self.seconds.to_string(),
+            ])
+            .args([
+                "-h",
+                self.options.get_host(),
+                "-p",
+                &self.options.get_port().to_string(),
+                "-U",
+                "beacon_analytics",
+            ])
+            .arg("-f")
+            .arg(script)
+            .arg(self.database)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("pgbench not found: install the PostgreSQL client tools")?;
+        let (mut backends, mut client) = (super::cpu::Backends::default(), 0.0);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            client = super::cpu::process(child.id()).unwrap_or(client);
+            backends.sample(admin, self.database, "pgbench").await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        anyhow::ensure!(status.success(), "pgbench failed");
+        let mut latencies = Vec::new();
+        for entry in std::fs::read_dir(logs)? {
+            for line in std::fs::read_to_string(entry?.path())?.lines() {
+                // client_id transaction_no time_us script_no time_epoch time_us
+                if let Some(us) = line
+                    .split_whitespace()
+                    .nth(2)
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    latencies.push(Duration::from_micros(us));
+                }
+            }
+        }
+        let measure = measure(latencies, Duration::from_secs(self.seconds));
+        let cpu = Cpu {
+            client,
+            server: 0.0,
+            postgres: backends.since(&Default::default()),
+        };
+        Ok((measure.clone(), cpu.per_call(measure.calls)))
+    }
+}
+
+/// Runs `load` once briefly (connections, TLS sessions, prepared statements), then
+/// measured, with the CPU of the load generator's threads, the server's threads and
+/// the pool's backends over the measured part.
+async fn measured<F, Fut>(
+    options: &Options,
+    admin: &mut PgConnection,
+    database: &str,
+    label: &str,
+    call: F,
+) -> anyhow::Result<(Measure, Cpu)>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    load(options.concurrency, 1, call.clone()).await?;
+    let mut before = super::cpu::Backends::default();
+    before.sample(admin, database, "beacon_analytics").await?;
+    super::cpu::callgrind(None);
+    let threads = super::cpu::own_threads(SERVER_THREADS);
+    let measure = load(options.concurrency, options.seconds, call).await?;
+    let after_threads = super::cpu::own_threads(SERVER_THREADS);
+    super::cpu::callgrind(Some(label));
+    let mut after = before.clone();
+    after.sample(admin, database, "beacon_analytics").await?;
+    let cpu = Cpu {
+        client: after_threads.1 - threads.1,
+        server: after_threads.0 - threads.0,
+        postgres: after.since(&before),
+    };
+    Ok((measure.clone(), cpu.per_call(measure.calls)))
 }
 
 pub async fn run(options: Options) -> anyhow::Result<String> {
@@ -179,6 +284,13 @@ async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
         report,
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     )?;
+    let mut cpu_report = String::from(
+        "CPU per call, µs (user + system, from /proc; gRPC: load generator, analytics \
+         server, its PostgreSQL backends; pgbench: the pgbench process, its backends):\n\n\
+         | raw events | call | gRPC client | gRPC server | gRPC PostgreSQL | gRPC total \
+         | pgbench client | pgbench PostgreSQL | pgbench total |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
     let mut p50 = Vec::new();
     for volume in options.volumes {
         let database = format!("beacon_bench_analytics_{volume}");
@@ -250,19 +362,30 @@ async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
             key: certs.join(format!("{name}.key")),
             ca: certs.join("ca.crt"),
         };
-        let app = analytics::App::build(analytics::Config {
-            listen: "127.0.0.1:0".parse()?,
-            admin: "127.0.0.1:0".parse()?,
-            db,
-            tls: files("analytics"),
-            request_timeout: Duration::from_secs(10),
-            bounds: analytics::Bounds::default(),
-            reflection: false,
-        })
-        .await?;
+        // The server on its own runtime (as in its own process), with named threads so
+        // its CPU is told from the load generator's.
+        let runtime = ServerRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name(SERVER_THREADS)
+                .enable_all()
+                .build()?,
+        ));
+        let server_runtime = runtime.handle();
+        let app = server_runtime
+            .spawn(analytics::App::build(analytics::Config {
+                listen: "127.0.0.1:0".parse()?,
+                admin: "127.0.0.1:0".parse()?,
+                db,
+                tls: files("analytics"),
+                request_timeout: Duration::from_secs(10),
+                bounds: analytics::Bounds::default(),
+                reflection: false,
+            }))
+            .await??;
         let addr = format!("127.0.0.1:{}", app.port());
         let shutdown = platform::Shutdown::new();
-        tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let server = server_runtime.spawn(app.run_until_stopped(shutdown.clone()));
         let tls = platform::tls::Reloading::new(files("api"), platform::tls::client_config)?;
         let channel =
             platform::tls::grpc_channel(&addr, "analytics", tls, Duration::from_secs(10))?;
@@ -317,8 +440,8 @@ async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
             let client = AnalyticsClient::new(channel.clone());
             let range = range.clone();
             let tenant_id = tenant.to_string();
-            let grpc = if name == "GetOverview" {
-                load(options.concurrency, options.seconds, move || {
+            let (grpc, grpc_cpu) = if name == "GetOverview" {
+                measured(&options, &mut admin, &database, name, move || {
                     let (mut client, range, tenant_id) =
                         (client.clone(), range.clone(), tenant_id.clone());
                     async move {
@@ -334,7 +457,7 @@ async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
                 })
                 .await?
             } else {
-                load(options.concurrency, options.seconds, move || {
+                measured(&options, &mut admin, &database, name, move || {
                     let (mut client, range, tenant_id) =
                         (client.clone(), range.clone(), tenant_id.clone());
                     async move {
@@ -355,13 +478,25 @@ async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
             };
             let script_path = work.join(format!("{name}.sql"));
             std::fs::write(&script_path, script)?;
-            let sql = pgbench(
-                &pg.admin,
-                &database,
-                &script_path,
-                options.concurrency,
-                options.seconds,
-                &work.join(format!("logs-{name}")),
+            let (sql, sql_cpu) = Pgbench {
+                options: &pg.admin,
+                database: &database,
+                concurrency: options.concurrency,
+                seconds: options.seconds,
+            }
+            .run(&mut admin, &script_path, &work.join(format!("logs-{name}")))
+            .await?;
+            let us = |s: f64| s * 1e6;
+            writeln!(
+                cpu_report,
+                "| {volume} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                us(grpc_cpu.client),
+                us(grpc_cpu.server),
+                us(grpc_cpu.postgres),
+                us(grpc_cpu.total()),
+                us(sql_cpu.client),
+                us(sql_cpu.postgres),
+                us(sql_cpu.total()),
             )?;
             println!(
                 "  {name}: gRPC {:.0}/s p50 {:.2} ms p99 {:.2} ms; pgbench {:.0}/s p50 {:.2} ms p99 {:.2} ms",
@@ -381,6 +516,7 @@ async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
             p50.push((volume, name, grpc.p50_ms, grpc.calls));
         }
         shutdown.trigger();
+        let _ = server.await;
         drop(owner);
         admin_pool.close().await;
         sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
@@ -404,6 +540,8 @@ async fn run_on(pg: &Postgres, options: Options) -> anyhow::Result<String> {
             large / small
         )?;
     }
+    writeln!(report)?;
+    report.push_str(&cpu_report);
     std::fs::write(work.join("report.md"), &report)?;
     Ok(report)
 }

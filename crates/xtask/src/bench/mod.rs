@@ -5,6 +5,7 @@
 pub mod abuse;
 pub mod analytics;
 pub mod api;
+pub mod cpu;
 pub mod ingest;
 
 use std::path::{Path, PathBuf};
