@@ -6,6 +6,7 @@ mod api_attacks;
 mod dashboard;
 mod identity;
 mod ingest_and_attribution;
+mod retention;
 mod session;
 mod tracing;
 mod walking_skeleton;
