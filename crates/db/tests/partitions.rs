@@ -13,15 +13,8 @@ async fn connect_as(admin: &PgPool, role: &str) -> PgConnection {
         .unwrap_or_else(|e| panic!("connect as {role}: {e}"))
 }
 
-/// Every partition of `raw.events`, oldest first.
 async fn partitions(admin: &PgPool) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-         WHERE i.inhparent = 'raw.events'::regclass ORDER BY 1",
-    )
-    .fetch_all(admin)
-    .await
-    .unwrap()
+    db::event_partitions(admin).await.unwrap()
 }
 
 /// The partition this month's events go to.
@@ -74,14 +67,7 @@ async fn partitions_exist_ahead_and_are_reached_only_through_raw_events(admin: P
     // The migration left the default horizon: this month and the two after it, and the
     // accepted window (400 days) back.
     let have = partitions(&admin).await;
-    let expected: Vec<String> = sqlx::query_scalar(
-        "SELECT 'events_p' || to_char(m, 'YYYYMM') FROM generate_series(
-             date_trunc('month', (now() AT TIME ZONE 'UTC') - interval '401 days'),
-             date_trunc('month', now() AT TIME ZONE 'UTC') + interval '2 months', interval '1 month') m",
-    )
-    .fetch_all(&admin)
-    .await
-    .unwrap();
+    let expected = db::event_partition_months(&admin, 401, 2).await.unwrap();
     for name in &expected {
         assert!(have.contains(name), "{name} missing from {have:?}");
     }
@@ -188,9 +174,8 @@ async fn only_the_retention_role_makes_or_drops_partitions_and_only_through_its_
             .await
             .unwrap();
     let attempts = [
-        format!(
-            "CREATE TABLE raw.events_p209901 PARTITION OF raw.events FOR VALUES FROM ('2099-01-01') TO ('2099-02-01')"
-        ),
+        "CREATE TABLE raw.events_p209901 PARTITION OF raw.events FOR VALUES FROM ('2099-01-01') TO ('2099-02-01')"
+            .to_owned(),
         format!("DROP TABLE raw.{current}"),
         format!("ALTER TABLE raw.events DETACH PARTITION raw.{current}"),
         format!("TRUNCATE raw.{current}"),

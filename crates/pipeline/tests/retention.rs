@@ -23,13 +23,7 @@ async fn owner(admin: &PgPool) -> PgConnection {
 }
 
 async fn partitions(admin: &PgPool) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-         WHERE i.inhparent = 'raw.events'::regclass ORDER BY 1",
-    )
-    .fetch_all(admin)
-    .await
-    .unwrap()
+    db::event_partitions(admin).await.unwrap()
 }
 
 /// Inserts one click of `tenant` per age (days before now), as the owner: outside
@@ -132,15 +126,10 @@ async fn raw_partitions_past_the_retention_are_dropped_and_nothing_younger(admin
     assert_eq!(facts, 1);
     // Partitions exist from the retention back to the horizon ahead, without a gap.
     let have = partitions(&admin).await;
-    let horizon: Vec<String> = sqlx::query_scalar(
-        "SELECT 'events_p' || to_char(m, 'YYYYMM') FROM generate_series(
-             date_trunc('month', (now() AT TIME ZONE 'UTC') - interval '431 days'),
-             date_trunc('month', now() AT TIME ZONE 'UTC') + interval '2 months', interval '1 month') m",
-    )
-    .fetch_all(&admin)
-    .await
-    .unwrap();
-    assert_eq!(have, horizon);
+    assert_eq!(
+        have,
+        db::event_partition_months(&admin, 431, 2).await.unwrap()
+    );
 }
 
 #[sqlx::test(migrations = false)]
@@ -161,13 +150,8 @@ async fn partitions_are_created_ahead_up_to_the_configured_horizon(admin: PgPool
         RunStats::default(),
         "a second pass has nothing to do"
     );
-    let last: String = sqlx::query_scalar(
-        "SELECT 'events_p' || to_char(date_trunc('month', now() AT TIME ZONE 'UTC') + interval '6 months', 'YYYYMM')",
-    )
-    .fetch_one(&admin)
-    .await
-    .unwrap();
-    assert_eq!(partitions(&admin).await.last(), Some(&last));
+    let horizon = db::event_partition_months(&admin, 431, 6).await.unwrap();
+    assert_eq!(partitions(&admin).await, horizon);
 }
 
 #[sqlx::test(migrations = false)]
