@@ -71,6 +71,14 @@ async fn partitions_exist_ahead_and_are_reached_only_through_raw_events(admin: P
     for name in &expected {
         assert!(have.contains(name), "{name} missing from {have:?}");
     }
+    // Partitions the retention job creates later, after the grants were applied, are
+    // checked below as well.
+    let mut retention = connect_as(&admin, "beacon_retention").await;
+    let created: i32 = sqlx::query_scalar("SELECT raw.ensure_event_partitions(400, 4)")
+        .fetch_one(&mut retention)
+        .await
+        .unwrap();
+    assert_eq!(created, 2);
 
     // Two tenants' events in the current partition.
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
