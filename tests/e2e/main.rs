@@ -10,6 +10,7 @@ mod ingest_and_attribution;
 mod metrics;
 mod observability;
 mod offboarding;
+mod retention;
 mod session;
 mod tracing;
 mod walking_skeleton;

@@ -8,10 +8,10 @@
 -- survives this file. crates/db/tests/access_model.rs tries every role x table x
 -- operation on a live database against the model, independently of this generator.
 
-REVOKE ALL ON SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_offboard, beacon_transform;
-REVOKE ALL ON ALL TABLES IN SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_offboard, beacon_transform;
-REVOKE ALL ON ALL SEQUENCES IN SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_offboard, beacon_transform;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_offboard, beacon_transform;
+REVOKE ALL ON SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_offboard, beacon_retention, beacon_transform;
+REVOKE ALL ON ALL TABLES IN SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_offboard, beacon_retention, beacon_transform;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_offboard, beacon_retention, beacon_transform;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA app, raw, output FROM beacon_analyst, beacon_analytics, beacon_api, beacon_loader, beacon_offboard, beacon_retention, beacon_transform;
 
 -- beacon_analyst
 GRANT USAGE ON SCHEMA raw TO beacon_analyst;
@@ -45,6 +45,11 @@ GRANT INSERT ON raw.events TO beacon_loader;
 -- beacon_offboard
 GRANT USAGE ON SCHEMA app TO beacon_offboard;
 GRANT EXECUTE ON FUNCTION app.offboard_tenant(text,integer) TO beacon_offboard;
+
+-- beacon_retention
+GRANT USAGE ON SCHEMA raw TO beacon_retention;
+GRANT USAGE ON SCHEMA output TO beacon_retention;
+GRANT EXECUTE ON FUNCTION output.expire_aggregates(integer,integer), raw.drop_expired_event_partition(integer), raw.ensure_event_partitions(integer,integer) TO beacon_retention;
 
 -- beacon_transform
 GRANT USAGE ON SCHEMA app TO beacon_transform;

@@ -231,3 +231,33 @@ pub async fn setup(admin: &PgPool) -> anyhow::Result<()> {
     let options = (*admin.connect_options()).clone().username(MIGRATOR_ROLE);
     migrate(options).await
 }
+
+/// The partitions of `raw.events` (`events_pYYYYMM`, one per UTC month), oldest first.
+pub async fn event_partitions(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'raw.events'::regclass ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The partition names of every UTC month from the one `back_days` ago through
+/// `ahead_months` after the current one, by the database's clock: the months a
+/// retention pass with those settings guarantees.
+pub async fn event_partition_months(
+    pool: &PgPool,
+    back_days: i32,
+    ahead_months: i32,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT 'events_p' || to_char(m, 'YYYYMM') FROM generate_series(
+             date_trunc('month', (now() AT TIME ZONE 'UTC') - make_interval(days => $1)),
+             date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => $2),
+             interval '1 month') m",
+    )
+    .bind(back_days)
+    .bind(ahead_months)
+    .fetch_all(pool)
+    .await
+}

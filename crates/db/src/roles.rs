@@ -6,11 +6,12 @@ pub const OWNER: &str = "beacon_owner";
 /// The role migrations connect as; its sessions act as [`OWNER`].
 pub const MIGRATOR_ROLE: &str = "beacon_migrator";
 /// Roles that log in: the migrator and one per component.
-pub const LOGIN_ROLES: [&str; 5] = [
+pub const LOGIN_ROLES: [&str; 6] = [
     "beacon_migrator",
     "beacon_analytics",
     "beacon_api",
     "beacon_loader",
+    "beacon_retention",
     "beacon_transform",
 ];
 /// Group roles, for people: each person logs in as a member (see `add_member`).
@@ -21,9 +22,10 @@ pub const GROUP_ROLES: [&str; 2] = [
 /// The analysts' group role (the `analyst` persona's `db_role`).
 pub const ANALYST_ROLE: &str = "beacon_analyst";
 /// The database roles of components (`db_role` of `[components.*]`).
-pub const COMPONENT_ROLES: [&str; 4] = [
+pub const COMPONENT_ROLES: [&str; 5] = [
     "beacon_analytics",
     "beacon_api",
     "beacon_loader",
+    "beacon_retention",
     "beacon_transform",
 ];

@@ -16,6 +16,7 @@ BEGIN
         ('beacon_api', true),
         ('beacon_loader', true),
         ('beacon_offboard', false),
+        ('beacon_retention', true),
         ('beacon_transform', true)
     ) AS t(name, login)
     LOOP
@@ -35,12 +36,14 @@ ALTER ROLE beacon_analyst SET client_connection_check_interval = '1s';
 ALTER ROLE beacon_analytics SET client_connection_check_interval = '1s';
 ALTER ROLE beacon_api SET client_connection_check_interval = '1s';
 ALTER ROLE beacon_loader SET client_connection_check_interval = '1s';
+ALTER ROLE beacon_retention SET client_connection_check_interval = '1s';
 ALTER ROLE beacon_transform SET client_connection_check_interval = '1s';
 ALTER ROLE beacon_analyst SET idle_in_transaction_session_timeout = '30s';
 ALTER ROLE beacon_analytics SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_api SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_loader SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_offboard SET idle_in_transaction_session_timeout = '30s';
+ALTER ROLE beacon_retention SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_transform SET idle_in_transaction_session_timeout = '60s';
 ALTER ROLE beacon_analyst SET statement_timeout = '60s';
 ALTER ROLE beacon_offboard SET statement_timeout = '120s';

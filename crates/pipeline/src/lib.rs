@@ -8,11 +8,14 @@
 //!   else), inside a transaction scoped to the token's tenant.
 //! - [`transform`] aggregates `raw` into `output` incrementally, as `beacon_transform`,
 //!   and advances subject erasures in the same per-tenant turns ([`erasure`]).
+//! - [`retention`] keeps `raw.events` partitioned ahead and drops what is past the
+//!   retention, as `beacon_retention` (a daily CronJob; one pass, then exit).
 
 pub mod erasure;
 pub mod ingest;
 pub mod loader;
 pub mod metrics;
+pub mod retention;
 pub mod transform;
 
 use std::time::Duration;
@@ -50,6 +53,15 @@ pub async fn run_transform(shutdown: Shutdown, once: bool) -> anyhow::Result<()>
     } else {
         transform::run(config, shutdown).await
     }
+}
+
+/// `pipeline retention`: one pass (partitions ahead, expired partitions and aggregates
+/// dropped), then exit.
+pub async fn run_retention(_shutdown: Shutdown) -> anyhow::Result<()> {
+    let config = retention::Config::from_env()?;
+    retention::run_once(&config.db.pool(), &config.settings)
+        .await
+        .map(|_| ())
 }
 
 /// Each batch limit with the variable that sets it.
@@ -105,7 +117,8 @@ pub fn limits_from_env() -> config::Result<Limits> {
 pub struct BatchOutcome {
     /// Events newly stored.
     pub accepted: u64,
-    /// Events whose `event_id` was already stored for this tenant (not stored again).
+    /// Re-sent events: the same `event_id` and `occurred_at` were already stored for
+    /// this tenant (not stored again).
     pub duplicates: u64,
 }
 

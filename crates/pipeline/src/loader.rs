@@ -115,7 +115,14 @@ async fn post_batch(
                 Problem::unauthorized()
             }
             _ => {
-                tracing::error!(error = %e, "batch insert failed");
+                if is_missing_partition(&e) {
+                    // Only if the retention CronJob has not run for longer than its horizon
+                    // (BEACON_PARTITIONS_AHEAD_MONTHS): nothing is stored, the client retries.
+                    metrics::counter!(crate::metrics::LOADER_MISSING_PARTITION).increment(1);
+                    tracing::error!(error = %e, "no raw.events partition for an accepted event: run `pipeline retention`");
+                } else {
+                    tracing::error!(error = %e, "batch insert failed");
+                }
                 Problem::unavailable().detail("the batch was not stored; retry it")
             }
         })?;
@@ -132,11 +139,19 @@ async fn post_batch(
     Ok(Json(outcome))
 }
 
+/// PostgreSQL's answer when a row's `occurred_at` has no partition of `raw.events`.
+fn is_missing_partition(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d)
+        if d.code().as_deref() == Some("23514") && d.message().starts_with("no partition of relation"))
+}
+
 /// Inserts a batch in one statement and one transaction (all or nothing). Re-sent
 /// events are skipped by `ON CONFLICT DO NOTHING`, which needs only INSERT. It names no
 /// conflict target on purpose: a target makes PostgreSQL require SELECT on its columns,
-/// and the loader must never read. The primary key (tenant_id, event_id) is the only
-/// unique constraint, so it is the one that dedupes. Returns how many rows were new.
+/// and the loader must never read. The primary key (tenant_id, event_id, occurred_at)
+/// is the only unique constraint, so it is the one that dedupes: `raw.events` is
+/// partitioned by `occurred_at`, and a re-sent event carries its own time, so it meets
+/// its original in the same partition. Returns how many rows were new.
 #[tracing::instrument(name = "db.query", skip_all, fields(db.operation = "raw_events.insert"))]
 pub async fn insert_batch(
     pool: &PgPool,

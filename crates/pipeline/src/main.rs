@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 
-/// Beacon's event pipeline. One binary, three roles: each runs as its own container
+/// Beacon's event pipeline. One binary, four roles: each runs as its own container
 /// with its own identity and credentials.
 #[derive(Parser)]
 #[command(version, about)]
@@ -21,6 +21,8 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// One retention pass: raw partitions created ahead, expired ones dropped, old aggregates deleted. Then exits.
+    Retention,
 }
 
 fn main() {
@@ -30,5 +32,8 @@ fn main() {
         Command::Transform { once } => platform::service::main("pipeline-transform", move |s| {
             pipeline::run_transform(s, once)
         }),
+        Command::Retention => {
+            platform::service::main("pipeline-retention", pipeline::run_retention)
+        }
     }
 }

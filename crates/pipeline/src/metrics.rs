@@ -12,6 +12,7 @@ pub const INGEST_EVENTS_DUPLICATE: &str = "ingest_events_duplicate_total";
 pub const INGEST_BATCHES_REJECTED: &str = "ingest_batches_rejected_total";
 pub const INGEST_RATE_LIMITED: &str = "ingest_rate_limited_total";
 pub const LOADER_EVENTS_STORED: &str = "loader_events_stored_total";
+pub const LOADER_MISSING_PARTITION: &str = "loader_missing_partition_total";
 pub const TRANSFORM_EVENTS_PROCESSED: &str = "transform_events_processed_total";
 pub const TRANSFORM_LAG: &str = "transform_lag_seconds";
 pub const TRANSFORM_LAST_SUCCESS: &str = "transform_last_success_timestamp_seconds";
@@ -64,10 +65,16 @@ pub const INGEST: &[Metric] = &[
 ];
 
 /// `pipeline loader`.
-pub const LOADER: &[Metric] = &[Metric::counter(
-    LOADER_EVENTS_STORED,
-    "Events inserted into raw storage (re-sent events excluded).",
-)];
+pub const LOADER: &[Metric] = &[
+    Metric::counter(
+        LOADER_EVENTS_STORED,
+        "Events inserted into raw storage (re-sent events excluded).",
+    ),
+    Metric::counter(
+        LOADER_MISSING_PARTITION,
+        "Batches refused (503) because raw.events had no partition for an event's month.",
+    ),
+];
 
 /// `pipeline transform`.
 pub const TRANSFORM: &[Metric] = &[
