@@ -15,6 +15,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// `beacon_build_info{service,version,commit}` = 1.
 pub const BUILD_INFO: &str = "beacon_build_info";
+/// When this process started, in seconds since the Unix epoch (the standard Prometheus
+/// process metric): every restart changes it, which is how alerts see restarts without
+/// a Kubernetes API token.
+pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
 /// HTTP server request duration, by `method`, `route` (matched template) and `status_class`.
 pub const HTTP_SERVER_DURATION: &str = "http_server_request_duration_seconds";
 /// gRPC server call duration, by `rpc_service`, `rpc_method` and `grpc_code`.
@@ -168,11 +172,17 @@ pub fn register(lists: &[&[Metric]]) {
 }
 
 /// Exported by every service (registered by its admin server).
-pub const COMMON: &[Metric] = &[Metric::gauge(
-    BUILD_INFO,
-    "Always 1; the labels say which version and commit of Beacon this service runs.",
-)
-.dynamic()];
+pub const COMMON: &[Metric] = &[
+    Metric::gauge(
+        BUILD_INFO,
+        "Always 1; the labels say which version and commit of Beacon this service runs.",
+    )
+    .dynamic(),
+    Metric::gauge(
+        PROCESS_START_TIME,
+        "Start time of the process since the Unix epoch, in seconds.",
+    ),
+];
 
 /// Exported by every HTTP service (registered with the standard layers).
 pub const HTTP_SERVER: &[Metric] = &[Metric::histogram(
@@ -266,10 +276,15 @@ fn build(service: Option<&str>) -> PrometheusHandle {
     handle
 }
 
-/// Registers [`COMMON`] and sets `beacon_build_info` to 1.
+/// Registers [`COMMON`], sets `beacon_build_info` to 1 and `process_start_time_seconds`
+/// to now (called once, as the service starts).
 pub fn register_build_info() {
     register(&[COMMON]);
     metrics::gauge!(BUILD_INFO, "version" => VERSION, "commit" => commit()).set(1.0);
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics::gauge!(PROCESS_START_TIME).set(started);
 }
 
 /// Registers a `2xx` series of `http_server_request_duration_seconds` per route of a
