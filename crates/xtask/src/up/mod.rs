@@ -250,6 +250,18 @@ async fn run(root: &Path, pg: &Postgres, shutdown: &Shutdown) -> anyhow::Result<
             ("BEACON_TLS_CA_FILE", c("ca.crt")),
         ]
     };
+    // One retention pass first, as the daily CronJob does in the cluster: raw.events'
+    // partitions exist months ahead (a dev database kept for months keeps ingesting)
+    // and what is past the retention goes.
+    let mut retention = spawn(
+        &bin("pipeline")?,
+        &["retention"],
+        "retention",
+        &db_env("beacon_retention")?,
+        9086,
+    )?;
+    let status = retention.child.wait().await?;
+    anyhow::ensure!(status.success(), "the retention pass failed ({status})");
     let mut services = Vec::new();
     let mut env = db_env("beacon_analytics")?;
     env.extend(tls("analytics"));
