@@ -167,11 +167,22 @@ pub fn parse_quantity(q: &str) -> anyhow::Result<u64> {
     q.parse().with_context(|| format!("memory quantity {q:?}"))
 }
 
+/// A port nothing listens on, never handed out twice in this test process: the tests
+/// of one binary start their stacks in parallel, and the kernel may return a port it
+/// just gave another stack whose service has not bound it yet (that service would then
+/// fail with "address in use" while the other stack's answers its readiness check).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Analytics, api, loader, ingest, transform (loop) and dashboard, each its own
