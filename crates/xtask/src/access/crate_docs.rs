@@ -102,7 +102,10 @@ mod tests {
         let model = AccessModel::load();
         let packages = packages(&model);
         let pipeline = &packages.iter().find(|(p, _)| *p == "pipeline").unwrap().1;
-        assert_eq!(pipeline, &vec!["ingest", "loader", "transform"]);
+        assert_eq!(
+            pipeline,
+            &vec!["ingest", "loader", "retention", "transform"]
+        );
         let text = section(&model, pipeline);
         assert!(text.contains("### loader"), "{text}");
         assert!(

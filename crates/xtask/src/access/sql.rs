@@ -280,7 +280,7 @@ mod tests {
         assert!(sql.contains("GRANT EXECUTE ON FUNCTION app.login_lookup(text)"));
         let roles = roles_rs(&model);
         assert!(
-            roles.contains("pub const LOGIN_ROLES: [&str; 5]")
+            roles.contains("pub const LOGIN_ROLES: [&str; 6]")
                 && roles.contains("pub const GROUP_ROLES: [&str; 2]"),
             "{roles}"
         );
