@@ -30,7 +30,7 @@
 ARG CARGO_AUDITABLE_VERSION=0.7.7
 
 # The toolchain of the workspace's rust-version (Cargo.toml) and ci.yml.
-FROM rust:1.95-slim-trixie AS builder
+FROM rust:1.95-slim-trixie@sha256:e14e87345b4d5964ddcc3491d27ee046a0f23820f340c3c1e24da6880141f7c0 AS builder
 ARG CARGO_AUDITABLE_VERSION
 # The commit in `beacon_build_info` (the release workflow passes the tag's SHA).
 ARG BEACON_COMMIT=unknown
@@ -53,7 +53,7 @@ RUN --mount=type=cache,id=beacon-cargo-registry,target=/usr/local/cargo/registry
  && grep -v '^#' security/images.txt | awk '{ print "/cache/target/release/" $3 }' | xargs cp -t /out/
 
 # Every image: distroless, one binary at a fixed path, non-root.
-FROM gcr.io/distroless/cc-debian13:nonroot AS service
+FROM gcr.io/distroless/cc-debian13:nonroot@sha256:d97bc0a941b8d4be647dc0ee75b264ddbb772f1ac5ba690a4309c00723b23775 AS service
 # Without --build-arg BINARY the COPY fails, naming this placeholder.
 ARG BINARY=set-build-arg-BINARY
 USER 65532:65532
