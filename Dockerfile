@@ -21,9 +21,9 @@
 #   certificates, nothing else: no shell, no package manager), numeric non-root user
 #   65532:65532. Tilt rebuilds through the cache; it does not live-update into the
 #   image (that would need a shell and tar).
-# - Base images are pinned by tag here; Renovate (renovate.json, docker:pinDigests) adds
-#   and refreshes their digests (README, "Supply chain": why no digest is written by
-#   hand). The release workflow builds each architecture on a native runner
+# - Base images are pinned by tag and digest (the digests' sources: README, "Third-party
+#   image pins, honestly"); Renovate (renovate.json, docker:pinDigests) keeps both
+#   current. The release workflow builds each architecture on a native runner
 #   (.github/workflows/release.yml), so nothing here cross-compiles.
 
 # renovate: datasource=crate depName=cargo-auditable
