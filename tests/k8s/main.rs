@@ -1069,6 +1069,73 @@ fn prod_pins_images_by_digest_and_issues_the_models_identities() {
     );
 }
 
+/// What is wrong with a third-party image's pin, if anything: it must be
+/// `<name>:<tag>@sha256:<64 lowercase hex>`, and the digest not the placeholder zeros
+/// (only Beacon's own images may carry those, until the release writes theirs).
+fn third_party_pin_problem(image: &str) -> Option<String> {
+    let Some((reference, digest)) = image.split_once('@') else {
+        return Some(format!("{image} is not pinned by digest"));
+    };
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    if !last.contains(':') {
+        return Some(format!("{image} names no tag beside its digest"));
+    }
+    let hex = digest.strip_prefix("sha256:").unwrap_or("");
+    if hex.len() != 64 || !hex.chars().all(|ch| matches!(ch, '0'..='9' | 'a'..='f')) {
+        return Some(format!("{image} has no sha256 digest"));
+    }
+    if hex.chars().all(|ch| ch == '0') {
+        return Some(format!("{image} has the placeholder digest"));
+    }
+    None
+}
+
+/// Every third-party image, in every overlay, is pinned by tag and a real digest (the
+/// base pins them; an overlay's `images:` entry only qualifies the name).
+#[test]
+fn every_overlay_pins_third_party_images_by_tag_and_digest() {
+    let model = model();
+    let own = format!("/{}/", model.product);
+    for (overlay, docs) in overlays() {
+        let mut third_party = 0;
+        for t in render::templates(&docs) {
+            for c in render::containers(t.spec) {
+                let image = c["image"].as_str().unwrap_or("");
+                if image.contains(&own) {
+                    continue;
+                }
+                third_party += 1;
+                if let Some(problem) = third_party_pin_problem(image) {
+                    panic!("{overlay}: {}: {problem}", t.owner);
+                }
+            }
+        }
+        assert!(third_party > 0, "{overlay}: no third-party image found");
+    }
+    let zero = format!("sha256:{}", "0".repeat(64));
+    let real = format!("sha256:{}", "ab".repeat(32));
+    assert_eq!(
+        third_party_pin_problem(&format!("docker.io/prom/prometheus:v3@{real}")),
+        None
+    );
+    for (image, what) in [
+        ("docker.io/prom/prometheus:v3".to_owned(), "not pinned"),
+        (format!("docker.io/prom/prometheus@{real}"), "no tag"),
+        (format!("localhost:5001/prometheus@{real}"), "no tag"),
+        (
+            "docker.io/prom/prometheus:v3@sha256:AB".to_owned(),
+            "no sha256",
+        ),
+        (
+            format!("docker.io/prom/prometheus:v3@{zero}"),
+            "placeholder",
+        ),
+    ] {
+        let p = third_party_pin_problem(&image).unwrap_or_default();
+        assert!(p.contains(what), "{image}: {p:?}");
+    }
+}
+
 /// Every image names its registry, so none resolves to Docker Hub by accident (an
 /// unqualified `beacon/api:dev` would be `docker.io/beacon/api:dev`); dev's Beacon
 /// images come from the local registry Tilt pushes to, one per [images] entry.
