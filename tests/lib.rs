@@ -210,7 +210,7 @@ impl Stack {
         tokio::spawn(api.run_until_stopped(shutdown.clone()));
 
         let limits = domain::Limits::default();
-        let loader = pipeline::loader::App::build_with(
+        let loader = pipeline::loader::App::build(
             pipeline::loader::Config {
                 listen: local(0),
                 admin: local(0),
@@ -225,7 +225,7 @@ impl Stack {
         stack.admin_ports.push(("loader", loader.admin_port()));
         tokio::spawn(loader.run_until_stopped(shutdown.clone()));
 
-        let ingest = pipeline::ingest::App::build_with(
+        let ingest = pipeline::ingest::App::build(
             pipeline::ingest::Config {
                 listen: local(0),
                 admin: local(0),

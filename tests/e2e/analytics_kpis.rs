@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use beacon_e2e::{Stack, expected_attribution, same_currency_tenants};
 use domain::{Event, EventType, format_date as date};
 use proto::analytics::v1::{
-    AnomaliesRequest, AttributionRequest, ChannelsRequest, DateRange, Granularity, Kpi,
-    ListCampaignsRequest, OverviewRequest, TimeSeriesRequest, Totals,
+    AnomaliesRequest, DateRange, Granularity, Kpi, ListCampaignsRequest, RequestScope,
+    TimeSeriesRequest, Totals,
 };
 use sqlx::PgPool;
 use time::{Date, Duration, OffsetDateTime};
@@ -173,14 +173,15 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
         events.extend(paths[index].iter().cloned());
         let tenant_id = tenant.id.to_string();
         let currency = tenant.currency.to_owned();
+        let scope = RequestScope {
+            tenant_id: tenant_id.clone(),
+            range: range.clone(),
+            currency: currency.clone(),
+        };
 
         // Overview: the range's totals and the previous period's, whatever it is.
         let overview = client
-            .get_overview(OverviewRequest {
-                tenant_id: tenant_id.clone(),
-                range: range.clone(),
-                currency: currency.clone(),
-            })
+            .get_overview(scope.clone())
             .await
             .unwrap()
             .into_inner();
@@ -217,11 +218,7 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
             }
         }
         let got_attribution: BTreeMap<String, [i64; 4]> = client
-            .get_attribution(AttributionRequest {
-                tenant_id: tenant_id.clone(),
-                range: range.clone(),
-                currency: currency.clone(),
-            })
+            .get_attribution(scope.clone())
             .await
             .unwrap()
             .into_inner()
@@ -254,9 +251,7 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
         loop {
             let page = client
                 .list_campaigns(ListCampaignsRequest {
-                    tenant_id: tenant_id.clone(),
-                    range: range.clone(),
-                    currency: currency.clone(),
+                    scope: Some(scope.clone()),
                     sort_by: Kpi::Spend as i32,
                     ascending: false,
                     page_size: 3,
@@ -285,9 +280,7 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
         // Sorting by a ratio: CTR ascending.
         let by_ctr = client
             .list_campaigns(ListCampaignsRequest {
-                tenant_id: tenant_id.clone(),
-                range: range.clone(),
-                currency: currency.clone(),
+                scope: Some(scope.clone()),
                 sort_by: Kpi::Ctr as i32,
                 ascending: true,
                 page_size: 100,
@@ -318,9 +311,7 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
         // expression, and the value equals spend per thousand impressions of the events.
         let by_cpm = client
             .list_campaigns(ListCampaignsRequest {
-                tenant_id: tenant_id.clone(),
-                range: range.clone(),
-                currency: currency.clone(),
+                scope: Some(scope.clone()),
                 sort_by: Kpi::Cpm as i32,
                 ascending: true,
                 page_size: 100,
@@ -355,9 +346,7 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
         for (granularity, want) in [(Granularity::Day, &daily), (Granularity::Week, &weekly)] {
             let points = client
                 .get_time_series(TimeSeriesRequest {
-                    tenant_id: tenant_id.clone(),
-                    range: range.clone(),
-                    currency: currency.clone(),
+                    scope: Some(scope.clone()),
                     granularity: granularity as i32,
                     campaign: None,
                 })
@@ -391,9 +380,7 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
         });
         let points = client
             .get_time_series(TimeSeriesRequest {
-                tenant_id: tenant_id.clone(),
-                range: range.clone(),
-                currency: currency.clone(),
+                scope: Some(scope.clone()),
                 granularity: Granularity::Day as i32,
                 campaign: Some(campaign.clone()),
             })
@@ -428,11 +415,7 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
 
         // Channels.
         let channels = client
-            .get_channels(ChannelsRequest {
-                tenant_id: tenant_id.clone(),
-                range: range.clone(),
-                currency: currency.clone(),
-            })
+            .get_channels(scope.clone())
             .await
             .unwrap()
             .into_inner()
@@ -454,12 +437,14 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
             .collect();
         let found = client
             .get_anomalies(AnomaliesRequest {
-                tenant_id: tenant_id.clone(),
-                range: Some(DateRange {
-                    from: date(anomaly_from),
-                    to: date(to),
+                scope: Some(RequestScope {
+                    tenant_id: tenant_id.clone(),
+                    range: Some(DateRange {
+                        from: date(anomaly_from),
+                        to: date(to),
+                    }),
+                    currency: currency.clone(),
                 }),
-                currency: currency.clone(),
                 kpi: Kpi::Clicks as i32,
                 baseline_days: 14,
                 threshold: Some(3.0),
@@ -486,12 +471,14 @@ async fn kpis_equal_values_computed_from_the_raw_events(admin: PgPool) {
     // Bad requests are refused with InvalidArgument, and leak nothing.
     let bad = client
         .list_campaigns(ListCampaignsRequest {
-            tenant_id: tenants[0].id.to_string(),
-            range: Some(DateRange {
-                from: "2020-01-01".into(),
-                to: "2026-01-01".into(),
+            scope: Some(RequestScope {
+                tenant_id: tenants[0].id.to_string(),
+                range: Some(DateRange {
+                    from: "2020-01-01".into(),
+                    to: "2026-01-01".into(),
+                }),
+                currency: "EUR".into(),
             }),
-            currency: "EUR".into(),
             page_size: 1000,
             ..Default::default()
         })

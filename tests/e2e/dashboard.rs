@@ -355,12 +355,19 @@ async fn a_real_browser_sees_the_apis_numbers_under_a_strict_policy(admin: PgPoo
     form.set_by_name("email", &t.admin_email).await.unwrap();
     form.set_by_name("password", &t.password).await.unwrap();
     form.submit().await.unwrap();
+    // The click can return before its navigation (a password check) ends on a loaded
+    // machine: wait for the page, boundedly.
+    let mut url = String::new();
+    for _ in 0..150 {
+        url = c.current_url().await.unwrap().to_string();
+        if url.ends_with("/overview") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
-        c.current_url()
-            .await
-            .unwrap()
-            .as_str()
-            .ends_with("/overview")
+        url.ends_with("/overview"),
+        "signed in, the browser is at {url}"
     );
 
     // Overview: the tiles show exactly the API's numbers for the same user.

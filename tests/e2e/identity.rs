@@ -5,14 +5,14 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use beacon_e2e::Stack;
 use platform::tls::{self, Reloading, TlsFiles};
-use proto::analytics::v1::{DateRange, OverviewRequest, analytics_client::AnalyticsClient};
+use proto::analytics::v1::{DateRange, RequestScope, analytics_client::AnalyticsClient};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tonic::Code;
 use xtask::certs::Ca;
 
-fn request() -> OverviewRequest {
-    OverviewRequest {
+fn request() -> RequestScope {
+    RequestScope {
         tenant_id: uuid::Uuid::new_v4().to_string(),
         range: Some(DateRange {
             from: "2026-01-01".into(),

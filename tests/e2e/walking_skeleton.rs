@@ -322,7 +322,7 @@ async fn bad_input_is_refused_and_nothing_is_half_written(admin: PgPool) {
     assert_eq!(stored, 0, "refused batches stored nothing");
 
     // The loader is not reachable except on loopback, and refuses to bind elsewhere.
-    let err = pipeline::loader::App::build_with(
+    let err = pipeline::loader::App::build(
         pipeline::loader::Config {
             listen: "0.0.0.0:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),

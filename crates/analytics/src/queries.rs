@@ -1,13 +1,14 @@
-//! The SQL. Every query runs in a transaction whose tenant is set with `SET LOCAL`
-//! (`platform::db::begin_for_tenant`), so row-level security, not only the WHERE
+//! The SQL. Every query runs in a read-only transaction whose tenant is set for that
+//! transaction only (`platform::db::begin_read_only_for_tenant`), so row-level security, not only the WHERE
 //! clause, keeps tenants apart. Queries read only `output` (O(days × campaigns)),
 //! never `raw`, so their cost does not grow with event volume.
 
 use domain::kpi::{Facts, Kpi};
+use platform::db::ReadTx;
 use proto::analytics::v1::{
     self as pb, CampaignAttribution, CampaignKpis, ChannelKpis, TimeSeriesPoint, Totals,
 };
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use tonic::Status;
 
 use crate::service::Scope;
@@ -22,10 +23,7 @@ const SUMS: &str = "coalesce(sum(impressions), 0)::bigint AS i, coalesce(sum(cli
                     coalesce(sum(conversions), 0)::bigint AS v, coalesce(sum(spend_micros), 0)::bigint AS s,
                     coalesce(sum(revenue_micros), 0)::bigint AS r";
 
-async fn begin(
-    pool: &PgPool,
-    scope: &Scope,
-) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+async fn begin(pool: &PgPool, scope: &Scope) -> Result<ReadTx, sqlx::Error> {
     platform::db::begin_read_only_for_tenant(pool, scope.tenant).await
 }
 
@@ -74,7 +72,7 @@ pub(crate) async fn overview(
             .into_iter()
             .map(|(cur, i, c, v, s, r)| (cur, [i, c, v, s, r]))
             .collect();
-    tx.commit().await?;
+    tx.end();
     let zero = || totals([0; 5]);
     let (mut current, mut previous) = (zero(), zero());
     for (is_current, sums) in rows {
@@ -122,7 +120,7 @@ pub(crate) async fn campaigns(
             .bind(offset as i64)
             .fetch_all(&mut *tx)
             .await?;
-    tx.commit().await?;
+    tx.end();
     let total = rows.first().map(|r| r.6 as u64).unwrap_or(0);
     let campaigns = rows
         .into_iter()
@@ -161,7 +159,7 @@ pub(crate) async fn time_series(
     .bind(campaign)
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    tx.end();
     Ok(rows
         .into_iter()
         .map(|(day, i, c, v, s, r)| TimeSeriesPoint {
@@ -188,7 +186,7 @@ pub(crate) async fn channels(
     .bind(&scope.currency)
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    tx.end();
     Ok(rows
         .into_iter()
         .map(|(channel, i, c, v, s, r)| ChannelKpis {
@@ -220,7 +218,7 @@ pub(crate) async fn attribution(
     .bind(&scope.currency)
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    tx.end();
     Ok(rows
         .into_iter()
         .map(|(campaign, lc, lr, nc, nr)| CampaignAttribution {

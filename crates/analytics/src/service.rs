@@ -3,10 +3,9 @@
 
 use domain::{AnomalyParams, PageSize, format_date};
 use proto::analytics::v1::{
-    AnomaliesRequest, AnomaliesResponse, AttributionRequest, AttributionResponse, ChannelsRequest,
-    ChannelsResponse, DateRange, Granularity, Kpi, ListCampaignsRequest, ListCampaignsResponse,
-    OverviewRequest, OverviewResponse, TimeSeriesRequest, TimeSeriesResponse,
-    analytics_server::Analytics,
+    AnomaliesRequest, AnomaliesResponse, AttributionResponse, ChannelsResponse, DateRange,
+    Granularity, Kpi, ListCampaignsRequest, ListCampaignsResponse, OverviewResponse, RequestScope,
+    TimeSeriesRequest, TimeSeriesResponse, analytics_server::Analytics,
 };
 use sqlx::PgPool;
 use time::Date;
@@ -65,15 +64,15 @@ fn parse_range(range: Option<&DateRange>, max_days: i64) -> Result<domain::DateR
     domain::DateRange::parse(&range.from, &range.to, max_days).map_err(invalid)
 }
 
-fn parse_scope(
-    tenant: &str,
-    range: Option<&DateRange>,
-    currency: &str,
-    bounds: &Bounds,
-) -> Result<Scope, Status> {
-    let tenant = Uuid::parse_str(tenant)
+fn parse_scope(scope: Option<&RequestScope>, bounds: &Bounds) -> Result<Scope, Status> {
+    let RequestScope {
+        tenant_id,
+        range,
+        currency,
+    } = scope.ok_or_else(|| Status::invalid_argument("scope is required"))?;
+    let tenant = Uuid::parse_str(tenant_id)
         .map_err(|_| Status::invalid_argument("tenant_id must be a UUID"))?;
-    let range = parse_range(range, bounds.max_range_days)?;
+    let range = parse_range(range.as_ref(), bounds.max_range_days)?;
     if domain::Currency::parse(currency).is_none() {
         return Err(Status::invalid_argument(
             "currency must be an ISO 4217 code",
@@ -83,8 +82,13 @@ fn parse_scope(
         tenant,
         from: range.from,
         to: range.to,
-        currency: currency.to_owned(),
+        currency: currency.clone(),
     })
+}
+
+/// The tenant a request names, for its span (before it is parsed).
+fn tenant_of(scope: Option<&RequestScope>) -> &str {
+    scope.map_or("", |s| s.tenant_id.as_str())
 }
 
 fn range(from: Date, to: Date) -> Option<DateRange> {
@@ -130,15 +134,9 @@ impl Analytics for AnalyticsService {
     #[tracing::instrument(skip_all, fields(tenant = %request.get_ref().tenant_id))]
     async fn get_overview(
         &self,
-        request: Request<OverviewRequest>,
+        request: Request<RequestScope>,
     ) -> Result<Response<OverviewResponse>, Status> {
-        let req = request.into_inner();
-        let scope = parse_scope(
-            &req.tenant_id,
-            req.range.as_ref(),
-            &req.currency,
-            &self.bounds,
-        )?;
+        let scope = parse_scope(Some(request.get_ref()), &self.bounds)?;
         let previous = domain::DateRange {
             from: scope.from,
             to: scope.to,
@@ -159,18 +157,13 @@ impl Analytics for AnalyticsService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(tenant = %request.get_ref().tenant_id))]
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_of(request.get_ref().scope.as_ref())))]
     async fn list_campaigns(
         &self,
         request: Request<ListCampaignsRequest>,
     ) -> Result<Response<ListCampaignsResponse>, Status> {
         let req = request.into_inner();
-        let scope = parse_scope(
-            &req.tenant_id,
-            req.range.as_ref(),
-            &req.currency,
-            &self.bounds,
-        )?;
+        let scope = parse_scope(req.scope.as_ref(), &self.bounds)?;
         let sort = kpi(req.sort_by)?.unwrap_or(domain::Kpi::Spend);
         let page_size = PageSize::parse_within(
             Some(req.page_size).filter(|n| *n != 0),
@@ -203,18 +196,13 @@ impl Analytics for AnalyticsService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(tenant = %request.get_ref().tenant_id))]
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_of(request.get_ref().scope.as_ref())))]
     async fn get_time_series(
         &self,
         request: Request<TimeSeriesRequest>,
     ) -> Result<Response<TimeSeriesResponse>, Status> {
         let req = request.into_inner();
-        let scope = parse_scope(
-            &req.tenant_id,
-            req.range.as_ref(),
-            &req.currency,
-            &self.bounds,
-        )?;
+        let scope = parse_scope(req.scope.as_ref(), &self.bounds)?;
         let week = match Granularity::try_from(req.granularity) {
             Ok(Granularity::Unspecified | Granularity::Day) => false,
             Ok(Granularity::Week) => true,
@@ -230,15 +218,9 @@ impl Analytics for AnalyticsService {
     #[tracing::instrument(skip_all, fields(tenant = %request.get_ref().tenant_id))]
     async fn get_channels(
         &self,
-        request: Request<ChannelsRequest>,
+        request: Request<RequestScope>,
     ) -> Result<Response<ChannelsResponse>, Status> {
-        let req = request.into_inner();
-        let scope = parse_scope(
-            &req.tenant_id,
-            req.range.as_ref(),
-            &req.currency,
-            &self.bounds,
-        )?;
+        let scope = parse_scope(Some(request.get_ref()), &self.bounds)?;
         let channels = queries::channels(&self.pool, &scope)
             .await
             .map_err(db_error)?;
@@ -249,15 +231,9 @@ impl Analytics for AnalyticsService {
     #[tracing::instrument(skip_all, fields(tenant = %request.get_ref().tenant_id))]
     async fn get_attribution(
         &self,
-        request: Request<AttributionRequest>,
+        request: Request<RequestScope>,
     ) -> Result<Response<AttributionResponse>, Status> {
-        let req = request.into_inner();
-        let scope = parse_scope(
-            &req.tenant_id,
-            req.range.as_ref(),
-            &req.currency,
-            &self.bounds,
-        )?;
+        let scope = parse_scope(Some(request.get_ref()), &self.bounds)?;
         let campaigns = queries::attribution(&self.pool, &scope)
             .await
             .map_err(db_error)?;
@@ -265,18 +241,13 @@ impl Analytics for AnalyticsService {
         Ok(Response::new(AttributionResponse { campaigns }))
     }
 
-    #[tracing::instrument(skip_all, fields(tenant = %request.get_ref().tenant_id))]
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_of(request.get_ref().scope.as_ref())))]
     async fn get_anomalies(
         &self,
         request: Request<AnomaliesRequest>,
     ) -> Result<Response<AnomaliesResponse>, Status> {
         let req = request.into_inner();
-        let scope = parse_scope(
-            &req.tenant_id,
-            req.range.as_ref(),
-            &req.currency,
-            &self.bounds,
-        )?;
+        let scope = parse_scope(req.scope.as_ref(), &self.bounds)?;
         let kpi = kpi(req.kpi)?.ok_or_else(|| Status::invalid_argument("kpi is required"))?;
         let AnomalyParams {
             baseline_days,
@@ -330,29 +301,22 @@ mod tests {
     }
 
     #[test]
-    fn scope_refuses_bad_tenant_and_currency() {
-        let r = Some(DateRange {
-            from: "2026-01-01".into(),
-            to: "2026-01-02".into(),
-        });
-        assert!(parse_scope("nope", r.as_ref(), "EUR", &Bounds::default()).is_err());
-        assert!(
-            parse_scope(
-                &Uuid::nil().to_string(),
-                r.as_ref(),
-                "euro",
-                &Bounds::default()
-            )
-            .is_err()
-        );
-        assert!(
-            parse_scope(
-                &Uuid::nil().to_string(),
-                r.as_ref(),
-                "EUR",
-                &Bounds::default()
-            )
-            .is_ok()
-        );
+    fn scope_refuses_bad_tenant_and_currency_and_absence() {
+        let scope = |tenant: &str, currency: &str| RequestScope {
+            tenant_id: tenant.into(),
+            range: Some(DateRange {
+                from: "2026-01-01".into(),
+                to: "2026-01-02".into(),
+            }),
+            currency: currency.into(),
+        };
+        let nil = Uuid::nil().to_string();
+        let parse = |s: &RequestScope| parse_scope(Some(s), &Bounds::default());
+        assert!(parse(&scope("nope", "EUR")).is_err());
+        assert!(parse(&scope(&nil, "euro")).is_err());
+        assert!(parse(&scope(&nil, "EUR")).is_ok());
+        // A request of a peer from before the scope was one message has none.
+        let e = parse_scope(None, &Bounds::default()).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
 }

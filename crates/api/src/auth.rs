@@ -375,27 +375,21 @@ pub async fn token(
     })?;
     let mut tx = TenantTx::begin(&state.pool, tenant).await?;
     if grant == "password" {
-        audit::record_in(
+        audit::success(
             &mut tx,
             &meta,
-            Event {
-                actor: &claims.sub,
-                action: action::LOGIN,
-                outcome: "success",
-                details: json!({ "grant": grant }),
-            },
+            &claims.sub,
+            action::LOGIN,
+            json!({ "grant": grant }),
         )
         .await?;
     }
-    audit::record_in(
+    audit::success(
         &mut tx,
         &meta,
-        Event {
-            actor: &claims.sub,
-            action: action::TOKEN_ISSUED,
-            outcome: "success",
-            details: json!({ "grant": grant, "scope": claims.scope, "jti": claims.jti, "exp": claims.exp }),
-        },
+        &claims.sub,
+        action::TOKEN_ISSUED,
+        json!({ "grant": grant, "scope": claims.scope, "jti": claims.jti, "exp": claims.exp }),
     )
     .await?;
     tx.commit().await?;

@@ -10,9 +10,9 @@ use axum::{
 use platform::access::PUBLIC;
 use serde::Serialize;
 use utoipa::{
-    IntoResponses, OpenApi, ToSchema,
+    IntoResponses, OpenApi, PartialSchema, ToSchema,
     openapi::{
-        RefOr,
+        self, ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder,
         security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
     },
 };
@@ -31,124 +31,117 @@ pub struct ProblemDoc {
     detail: Option<String>,
 }
 
-/// The errors any route may answer (all `application/problem+json`).
-#[derive(Debug, IntoResponses)]
-pub enum Errors {
-    #[response(
-        status = 400,
-        description = "Invalid request",
-        content_type = "application/problem+json"
-    )]
-    BadRequest(#[to_schema] ProblemDoc),
-    #[response(
-        status = 401,
-        description = "Missing or invalid token",
-        content_type = "application/problem+json"
-    )]
-    Unauthorized(ProblemDoc),
-    #[response(
-        status = 403,
-        description = "The token lacks the route's permission",
-        content_type = "application/problem+json"
-    )]
-    Forbidden(ProblemDoc),
-    #[response(
-        status = 404,
-        description = "Not found (also: another tenant's id)",
-        content_type = "application/problem+json"
-    )]
-    NotFound(ProblemDoc),
-    #[response(
-        status = 405,
-        description = "Method not allowed",
-        content_type = "application/problem+json"
-    )]
-    MethodNotAllowed(ProblemDoc),
-    #[response(
-        status = 409,
-        description = "Conflict",
-        content_type = "application/problem+json"
-    )]
-    Conflict(ProblemDoc),
-    #[response(
-        status = 413,
-        description = "Body too large",
-        content_type = "application/problem+json"
-    )]
-    TooLarge(ProblemDoc),
-    #[response(
-        status = 415,
-        description = "Not JSON",
-        content_type = "application/problem+json"
-    )]
-    UnsupportedMediaType(ProblemDoc),
-    #[response(
-        status = 422,
-        description = "Invalid body",
-        content_type = "application/problem+json"
-    )]
-    Unprocessable(ProblemDoc),
-    #[response(
-        status = 500,
-        description = "Internal error (no detail)",
-        content_type = "application/problem+json"
-    )]
-    Internal(ProblemDoc),
-    #[response(status = 503, description = "A dependency is unavailable (the database, analytics); see Retry-After", content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "Seconds to wait")))]
-    Unavailable(ProblemDoc),
-    #[response(
-        status = 504,
-        description = "A dependency took too long",
-        content_type = "application/problem+json"
-    )]
-    Timeout(ProblemDoc),
+/// One problem answer in the document: its status, what it means, and whether it
+/// carries `Retry-After`.
+struct Problem {
+    status: u16,
+    description: &'static str,
+    retry_after: bool,
 }
 
-/// The token endpoint's errors: those of [`Errors`] that it can answer, and its own
-/// 400, 401, 429, 503 (with `Retry-After`) and 504 (its 400 refers to the problem
-/// schema, where [`Errors`] inlines it, as the document always said).
+impl Problem {
+    const fn new(status: u16, description: &'static str) -> Self {
+        Self {
+            status,
+            description,
+            retry_after: false,
+        }
+    }
+
+    const fn retry(status: u16, description: &'static str) -> Self {
+        Self {
+            status,
+            description,
+            retry_after: true,
+        }
+    }
+
+    fn response(&self) -> RefOr<openapi::response::Response> {
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ProblemDoc")))
+            .build();
+        let mut response = ResponseBuilder::new()
+            .description(self.description)
+            .content("application/problem+json", content);
+        if self.retry_after {
+            response = response.header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(u64::schema())
+                    .description(Some("Seconds to wait"))
+                    .build(),
+            );
+        }
+        RefOr::T(response.build())
+    }
+}
+
+/// The problems any route may answer (all `application/problem+json`, no detail on 5xx).
+const ERRORS: &[Problem] = &[
+    Problem::new(400, "Invalid request"),
+    Problem::new(401, "Missing or invalid token"),
+    Problem::new(403, "The token lacks the route's permission"),
+    Problem::new(404, "Not found (also: another tenant's id)"),
+    Problem::new(405, "Method not allowed"),
+    Problem::new(409, "Conflict"),
+    Problem::new(413, "Body too large"),
+    Problem::new(415, "Not JSON"),
+    Problem::new(422, "Invalid body"),
+    Problem::new(500, "Internal error (no detail)"),
+    Problem::retry(
+        503,
+        "A dependency is unavailable (the database, analytics); see Retry-After",
+    ),
+    Problem::new(504, "A dependency took too long"),
+];
+
+/// The token endpoint's own answers; with those of [`ERRORS`] in [`TOKEN_SHARED`].
+const TOKEN_ERRORS: &[Problem] = &[
+    Problem::new(400, "Invalid request"),
+    Problem::new(
+        401,
+        "Invalid credentials (same answer for unknown account and wrong secret)",
+    ),
+    Problem::retry(429, "Too many failed attempts; see Retry-After"),
+    Problem::retry(
+        503,
+        "Too many sign-ins in progress (see Retry-After), or a dependency is unavailable",
+    ),
+    Problem::new(504, "Took too long"),
+];
+
+/// The statuses of [`ERRORS`] the token endpoint answers as every route does.
+const TOKEN_SHARED: [u16; 5] = [405, 413, 415, 422, 500];
+
+fn responses<'a>(
+    problems: impl IntoIterator<Item = &'a Problem>,
+) -> BTreeMap<String, RefOr<openapi::response::Response>> {
+    problems
+        .into_iter()
+        .map(|p| (p.status.to_string(), p.response()))
+        .collect()
+}
+
+/// The errors any route may answer: [`ERRORS`], for `responses(…, Errors)`.
+#[derive(Debug)]
+pub struct Errors;
+
+impl IntoResponses for Errors {
+    fn responses() -> BTreeMap<String, RefOr<openapi::response::Response>> {
+        responses(ERRORS)
+    }
+}
+
+/// The token endpoint's errors: its own ([`TOKEN_ERRORS`]) and the shared ones it can
+/// answer.
 #[derive(Debug)]
 pub struct TokenErrors;
 
 impl IntoResponses for TokenErrors {
-    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::response::Response>> {
-        const SHARED: [&str; 5] = ["405", "413", "415", "422", "500"];
-        let mut responses = Errors::responses();
-        responses.retain(|status, _| SHARED.contains(&status.as_str()));
-        responses.append(&mut TokenOnlyErrors::responses());
-        responses
+    fn responses() -> BTreeMap<String, RefOr<openapi::response::Response>> {
+        let shared = ERRORS.iter().filter(|p| TOKEN_SHARED.contains(&p.status));
+        responses(shared.chain(TOKEN_ERRORS))
     }
-}
-
-/// What [`TokenErrors`] says differently from [`Errors`].
-#[derive(Debug, IntoResponses)]
-#[allow(dead_code, reason = "documents responses; never built")]
-enum TokenOnlyErrors {
-    #[response(
-        status = 400,
-        description = "Invalid request",
-        content_type = "application/problem+json"
-    )]
-    BadRequest(ProblemDoc),
-    #[response(
-        status = 401,
-        description = "Invalid credentials (same answer for unknown account and wrong secret)",
-        content_type = "application/problem+json"
-    )]
-    Unauthorized(ProblemDoc),
-    #[response(status = 429, description = "Too many failed attempts; see Retry-After", content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "Seconds to wait")))]
-    TooMany(ProblemDoc),
-    #[response(status = 503, description = "Too many sign-ins in progress (see Retry-After), or a dependency is unavailable", content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "Seconds to wait")))]
-    Unavailable(ProblemDoc),
-    #[response(
-        status = 504,
-        description = "Took too long",
-        content_type = "application/problem+json"
-    )]
-    Timeout(ProblemDoc),
 }
 
 #[derive(OpenApi)]

@@ -24,6 +24,41 @@ pub const GRANTS_SQL: &str = include_str!("grants.sql");
 mod roles;
 pub use roles::{ANALYST_ROLE, COMPONENT_ROLES, GROUP_ROLES, LOGIN_ROLES, MIGRATOR_ROLE, OWNER};
 
+/// The statements that give every member of the groups `$1` its group's connection
+/// limit and session settings, and no attribute beyond LOGIN.
+const MEMBER_SYNC_SQL: &str = "
+SELECT format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %s',
+              m.rolname, g.rolconnlimit)
+FROM pg_roles g
+JOIN pg_auth_members a ON a.roleid = g.oid
+JOIN pg_roles m ON m.oid = a.member
+WHERE g.rolname = ANY($1)
+UNION ALL
+SELECT format('ALTER ROLE %I SET %I = %L', m.rolname, split_part(c.setting, '=', 1),
+              substr(c.setting, strpos(c.setting, '=') + 1))
+FROM pg_roles g
+JOIN pg_auth_members a ON a.roleid = g.oid
+JOIN pg_roles m ON m.oid = a.member
+JOIN pg_db_role_setting s ON s.setrole = g.oid AND s.setdatabase = 0
+CROSS JOIN unnest(s.setconfig) AS c(setting)
+WHERE g.rolname = ANY($1)";
+
+/// People log in as members of a group role ([`GROUP_ROLES`]: analysts, see `cargo
+/// xtask analyst add`; offboarding operators), and PostgreSQL applies only a login
+/// role's own settings and limit, not its groups'. Gives every member, as its own, the
+/// settings and connection limit that `roles.sql` sets on its group from the access
+/// model (a group cannot log in: its limit means only this).
+async fn sync_members(admin: &PgPool) -> Result<(), sqlx::Error> {
+    let statements: Vec<String> = sqlx::query_scalar(MEMBER_SYNC_SQL)
+        .bind(&GROUP_ROLES[..])
+        .fetch_all(admin)
+        .await?;
+    for sql in &statements {
+        sqlx::raw_sql(sql).execute(admin).await?;
+    }
+    Ok(())
+}
+
 /// Creates (or re-asserts the attributes of) every Beacon role. Safe to run concurrently
 /// from several test databases: a lost race on CREATE ROLE is retried.
 pub async fn bootstrap_roles(admin: &PgPool) -> anyhow::Result<()> {
@@ -31,8 +66,12 @@ pub async fn bootstrap_roles(admin: &PgPool) -> anyhow::Result<()> {
     // CREATE ROLE may win the race, so retry on that conflict.
     let mut attempt = 0;
     loop {
-        match sqlx::raw_sql(ROLES_SQL).execute(admin).await {
-            Ok(_) => return Ok(()),
+        let result = async {
+            sqlx::raw_sql(ROLES_SQL).execute(admin).await?;
+            sync_members(admin).await
+        };
+        match result.await {
+            Ok(()) => return Ok(()),
             Err(sqlx::Error::Database(e))
                 if attempt < 10
                     && (e.code().as_deref() == Some("23505")

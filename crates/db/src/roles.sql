@@ -47,34 +47,9 @@ ALTER ROLE beacon_retention SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE beacon_transform SET idle_in_transaction_session_timeout = '60s';
 ALTER ROLE beacon_analyst SET statement_timeout = '60s';
 ALTER ROLE beacon_offboard SET statement_timeout = '120s';
--- Members of beacon_analyst (people; see `cargo xtask analyst add`) log in as themselves and
--- PostgreSQL applies only a login role's own settings: each member gets the group's.
-DO $$
-DECLARE
-    m text;
-BEGIN
-    FOR m IN SELECT r.rolname FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.member
-             WHERE a.roleid = 'beacon_analyst'::regrole
-    LOOP
-        EXECUTE format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 3', m);
-        EXECUTE format('ALTER ROLE %I SET client_connection_check_interval = %L', m, '1s');
-        EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', m, '30s');
-        EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', m, '60s');
-    END LOOP;
-END
-$$;
--- Members of beacon_offboard (people; see `cargo xtask analyst add`) log in as themselves and
--- PostgreSQL applies only a login role's own settings: each member gets the group's.
-DO $$
-DECLARE
-    m text;
-BEGIN
-    FOR m IN SELECT r.rolname FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.member
-             WHERE a.roleid = 'beacon_offboard'::regrole
-    LOOP
-        EXECUTE format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 1', m);
-        EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', m, '30s');
-        EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', m, '120s');
-    END LOOP;
-END
-$$;
+-- Sessions each member of beacon_analyst may hold at once: 3 (`db::bootstrap_roles` gives every
+-- member its group's limit and settings: PostgreSQL applies only a login role's own).
+ALTER ROLE beacon_analyst CONNECTION LIMIT 3;
+-- Sessions each member of beacon_offboard may hold at once: 1 (`db::bootstrap_roles` gives every
+-- member its group's limit and settings: PostgreSQL applies only a login role's own).
+ALTER ROLE beacon_offboard CONNECTION LIMIT 1;

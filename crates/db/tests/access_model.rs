@@ -493,18 +493,26 @@ async fn the_tenant_setting_never_outlives_its_transaction_on_a_reused_connectio
             .unwrap()
     };
     let first = backend().await;
-    for commit in [true, false] {
-        let mut tx = platform::db::begin_for_tenant(&pool, a).await.unwrap();
-        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM output.attribution")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
-        assert_eq!(seen, 1);
-        if commit {
-            tx.commit().await.unwrap();
+    for end in ["commit", "rollback", "read-only end"] {
+        let count = "SELECT count(*) FROM output.attribution";
+        let seen: i64 = if end == "read-only end" {
+            let mut tx = platform::db::begin_read_only_for_tenant(&pool, a)
+                .await
+                .unwrap();
+            let seen = sqlx::query_scalar(count).fetch_one(&mut *tx).await.unwrap();
+            tx.end();
+            seen
         } else {
-            tx.rollback().await.unwrap();
-        }
+            let mut tx = platform::db::begin_for_tenant(&pool, a).await.unwrap();
+            let seen = sqlx::query_scalar(count).fetch_one(&mut *tx).await.unwrap();
+            if end == "commit" {
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+            seen
+        };
+        assert_eq!(seen, 1);
         let (setting, leaked): (Option<String>, i64) = sqlx::query_as(
             "SELECT NULLIF(current_setting('beacon.tenant_id', true), ''), (SELECT count(*) FROM output.attribution)",
         )
@@ -514,8 +522,7 @@ async fn the_tenant_setting_never_outlives_its_transaction_on_a_reused_connectio
         assert_eq!(
             (setting.as_deref(), leaked),
             (None, 0),
-            "the tenant setting leaked past {}",
-            if commit { "commit" } else { "rollback" }
+            "the tenant setting leaked past {end}"
         );
     }
     assert_eq!(

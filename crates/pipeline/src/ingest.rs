@@ -254,12 +254,9 @@ fn loader_unavailable() -> Problem {
 pub struct App;
 
 impl App {
-    pub async fn build(config: Config) -> anyhow::Result<HttpService> {
-        let verifier = Arc::new(TokenVerifier::from_env()?);
-        Self::build_with(config, verifier).await
-    }
-
-    pub async fn build_with(
+    /// Binds the service; `verifier` checks callers' tokens (from the environment in
+    /// [`crate::run_ingest`] and [`crate::run_loader`], a test's own in tests).
+    pub async fn build(
         config: Config,
         verifier: Arc<TokenVerifier>,
     ) -> anyhow::Result<HttpService> {

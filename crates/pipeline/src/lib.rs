@@ -18,15 +18,15 @@ pub mod metrics;
 pub mod retention;
 pub mod transform;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use domain::Limits;
-use platform::{Shutdown, config};
+use platform::{Shutdown, auth::TokenVerifier, config};
 
 /// `pipeline ingest`: configuration from the environment, build, serve until `shutdown`.
 pub async fn run_ingest(shutdown: Shutdown) -> anyhow::Result<()> {
     let config = ingest::Config::from_env()?;
-    ingest::App::build(config)
+    ingest::App::build(config, Arc::new(TokenVerifier::from_env()?))
         .await?
         .run_until_stopped(shutdown)
         .await
@@ -35,7 +35,7 @@ pub async fn run_ingest(shutdown: Shutdown) -> anyhow::Result<()> {
 /// `pipeline loader`: configuration from the environment, build, serve until `shutdown`.
 pub async fn run_loader(shutdown: Shutdown) -> anyhow::Result<()> {
     let config = loader::Config::from_env()?;
-    loader::App::build(config)
+    loader::App::build(config, Arc::new(TokenVerifier::from_env()?))
         .await?
         .run_until_stopped(shutdown)
         .await

@@ -11,7 +11,7 @@ use serde_json::json;
 use utoipa::IntoParams;
 
 use crate::{
-    audit::{self, Event, action},
+    audit::{self, action},
     credentials::new_api_key,
     error::ApiError,
     extract::{AppJson, AppQuery, Id, Meta, PageSize, bad_query, offset, text},
@@ -98,15 +98,12 @@ pub async fn create_key(
         tenant.caller.user_id(),
     )
     .await?;
-    audit::record_in(
+    audit::success(
         &mut tx,
         &meta,
-        Event {
-            actor: tenant.caller.actor(),
-            action: action::API_KEY_CREATED,
-            outcome: "success",
-            details: json!({ "key": key.id, "prefix": key.prefix, "scopes": key.scopes }),
-        },
+        tenant.caller.actor(),
+        action::API_KEY_CREATED,
+        json!({ "key": key.id, "prefix": key.prefix, "scopes": key.scopes }),
     )
     .await?;
     tx.commit().await?;
@@ -129,15 +126,12 @@ pub async fn revoke_key(tenant: Tenant, meta: Meta, Id(id): Id) -> Result<Status
         .await?
         .ok_or_else(Problem::not_found)?;
     if now {
-        audit::record_in(
+        audit::success(
             &mut tx,
             &meta,
-            Event {
-                actor: tenant.caller.actor(),
-                action: action::API_KEY_REVOKED,
-                outcome: "success",
-                details: json!({ "key": id, "prefix": prefix }),
-            },
+            tenant.caller.actor(),
+            action::API_KEY_REVOKED,
+            json!({ "key": id, "prefix": prefix }),
         )
         .await?;
     }

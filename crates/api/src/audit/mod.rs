@@ -53,6 +53,28 @@ pub async fn record_in(tx: &mut TenantTx, meta: &Meta, event: Event<'_>) -> Resu
     queries::insert(tx, Some(tenant), meta, &event).await
 }
 
+/// Records, inside the caller's open transaction, that `actor` did `action`.
+pub async fn success(
+    tx: &mut TenantTx,
+    meta: &Meta,
+    actor: &str,
+    action: &'static str,
+    details: serde_json::Value,
+) -> Result<(), ApiError> {
+    let outcome = "success";
+    record_in(
+        tx,
+        meta,
+        Event {
+            actor,
+            action,
+            outcome,
+            details,
+        },
+    )
+    .await
+}
+
 /// Records in a transaction of its own. Failing to audit is logged, never hidden.
 pub async fn record(pool: &PgPool, tenant: Option<Uuid>, meta: &Meta, event: Event<'_>) {
     let result = async {

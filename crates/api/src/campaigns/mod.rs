@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
-    audit::{self, Event, action},
+    audit::{self, action},
     error::ApiError,
     extract::{AppJson, AppQuery, Id, Meta, PageSize, offset, text},
     openapi::Errors,
@@ -95,15 +95,12 @@ pub async fn create(
     let name = text("name", &new.name, 200)?;
     let mut tx = tenant.begin().await?;
     let c = queries::insert(&mut tx, tenant.id(), &name, new.archived).await?;
-    audit::record_in(
+    audit::success(
         &mut tx,
         &meta,
-        Event {
-            actor: tenant.caller.actor(),
-            action: action::CAMPAIGN_CREATED,
-            outcome: "success",
-            details: json!({ "campaign": c.id }),
-        },
+        tenant.caller.actor(),
+        action::CAMPAIGN_CREATED,
+        json!({ "campaign": c.id }),
     )
     .await?;
     tx.commit().await?;
@@ -136,15 +133,12 @@ pub async fn update(
     let c = queries::update(&mut tx, id, name.as_deref(), change.archived)
         .await?
         .ok_or_else(Problem::not_found)?;
-    audit::record_in(
+    audit::success(
         &mut tx,
         &meta,
-        Event {
-            actor: tenant.caller.actor(),
-            action: action::CAMPAIGN_UPDATED,
-            outcome: "success",
-            details: json!({ "campaign": c.id, "name": name.is_some(), "archived": change.archived }),
-        },
+        tenant.caller.actor(),
+        action::CAMPAIGN_UPDATED,
+        json!({ "campaign": c.id, "name": name.is_some(), "archived": change.archived }),
     )
     .await?;
     tx.commit().await?;

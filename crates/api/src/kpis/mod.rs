@@ -72,6 +72,21 @@ fn range(from: Option<String>, to: Option<String>) -> pb::DateRange {
     }
 }
 
+/// What every analytics request is scoped to: the caller's tenant, the range (the
+/// last 30 days by default) and the currency.
+fn scope(
+    tenant: &Tenant,
+    from: Option<String>,
+    to: Option<String>,
+    currency: String,
+) -> pb::RequestScope {
+    pb::RequestScope {
+        tenant_id: tenant.id().to_string(),
+        range: Some(range(from, to)),
+        currency,
+    }
+}
+
 /// The totals of an answer (absent = nothing counted).
 fn totals(t: Option<pb::Totals>) -> Totals {
     t.unwrap_or_default().into()
@@ -112,11 +127,7 @@ pub async fn overview(
     let r = call(
         &state,
         &tenant,
-        client.get_overview(pb::OverviewRequest {
-            tenant_id: tenant.id().to_string(),
-            range: Some(range(q.from, q.to)),
-            currency,
-        }),
+        client.get_overview(scope(&tenant, q.from, q.to, currency)),
     )
     .await?;
     Ok(Json(Overview {
@@ -175,9 +186,7 @@ pub async fn campaigns(
         &state,
         &tenant,
         client.list_campaigns(pb::ListCampaignsRequest {
-            tenant_id: tenant.id().to_string(),
-            range: Some(range(q.from, q.to)),
-            currency: currency.clone(),
+            scope: Some(scope(&tenant, q.from, q.to, currency.clone())),
             sort_by: pb::Kpi::from(q.sort.unwrap_or(Kpi::Spend)).into(),
             ascending: matches!(q.order, Some(Order::Asc)),
             page_size,
@@ -240,9 +249,7 @@ pub async fn timeseries(
         &state,
         &tenant,
         client.get_time_series(pb::TimeSeriesRequest {
-            tenant_id: tenant.id().to_string(),
-            range: Some(range(q.from, q.to)),
-            currency: currency.clone(),
+            scope: Some(scope(&tenant, q.from, q.to, currency.clone())),
             granularity: match granularity {
                 Granularity::Day => pb::Granularity::Day,
                 Granularity::Week => pb::Granularity::Week,
@@ -281,11 +288,7 @@ pub async fn channels(
     let r = call(
         &state,
         &tenant,
-        client.get_channels(pb::ChannelsRequest {
-            tenant_id: tenant.id().to_string(),
-            range: Some(range(q.from, q.to)),
-            currency: currency.clone(),
-        }),
+        client.get_channels(scope(&tenant, q.from, q.to, currency.clone())),
     )
     .await?;
     Ok(Json(Channels {
@@ -316,11 +319,7 @@ pub async fn attribution(
     let r = call(
         &state,
         &tenant,
-        client.get_attribution(pb::AttributionRequest {
-            tenant_id: tenant.id().to_string(),
-            range: Some(range(q.from, q.to)),
-            currency: currency.clone(),
-        }),
+        client.get_attribution(scope(&tenant, q.from, q.to, currency.clone())),
     )
     .await?;
     Ok(Json(Attribution {
@@ -380,9 +379,7 @@ pub async fn anomalies(
         &state,
         &tenant,
         client.get_anomalies(pb::AnomaliesRequest {
-            tenant_id: tenant.id().to_string(),
-            range: Some(range(q.from, q.to)),
-            currency,
+            scope: Some(scope(&tenant, q.from, q.to, currency)),
             kpi: pb::Kpi::from(kpi).into(),
             baseline_days: params.baseline_days,
             threshold: Some(params.threshold),

@@ -12,7 +12,7 @@ use serde_json::json;
 pub(crate) use queries::is_revoked;
 
 use crate::{
-    audit::{self, Event, action},
+    audit::{self, action},
     error::ApiError,
     extract::Meta,
     openapi::Errors,
@@ -33,15 +33,12 @@ pub async fn revoke(tenant: Tenant, meta: Meta) -> Result<StatusCode, ApiError> 
     let mut tx = tenant.begin().await?;
     queries::prune_expired(&mut tx).await?;
     queries::insert(&mut tx, claims.jti, tenant.id(), &claims.sub, expires_at).await?;
-    audit::record_in(
+    audit::success(
         &mut tx,
         &meta,
-        Event {
-            actor: tenant.caller.actor(),
-            action: action::TOKEN_REVOKED,
-            outcome: "success",
-            details: json!({ "jti": claims.jti, "expires_at": claims.exp }),
-        },
+        tenant.caller.actor(),
+        action::TOKEN_REVOKED,
+        json!({ "jti": claims.jti, "expires_at": claims.exp }),
     )
     .await?;
     tx.commit().await?;

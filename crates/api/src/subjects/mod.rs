@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::{
     AppState,
-    audit::{self, Event, action},
+    audit::{self, action},
     error::{ApiError, bad_request},
     extract::{Id, Meta},
     openapi::{Errors, ProblemDoc},
@@ -150,15 +150,12 @@ pub async fn erase(
                 tenant.caller.actor(),
             )
             .await?;
-            audit::record_in(
+            audit::success(
                 &mut tx,
                 &meta,
-                Event {
-                    actor: tenant.caller.actor(),
-                    action: action::SUBJECT_ERASURE_REQUESTED,
-                    outcome: "success",
-                    details: json!({ "erasure": erasure.id, "subject_hash": erasure.subject_hash }),
-                },
+                tenant.caller.actor(),
+                action::SUBJECT_ERASURE_REQUESTED,
+                json!({ "erasure": erasure.id, "subject_hash": erasure.subject_hash }),
             )
             .await?;
             erasure

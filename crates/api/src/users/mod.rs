@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 
 use crate::{
     AppState,
-    audit::{self, Event, action},
+    audit::{self, action},
     credentials::Email,
     error::ApiError,
     extract::{AppJson, AppQuery, Id, Meta, PageSize, offset, text},
@@ -102,15 +102,12 @@ pub async fn create_user(
         new.role.as_str(),
     )
     .await?;
-    audit::record_in(
+    audit::success(
         &mut tx,
         &meta,
-        Event {
-            actor: tenant.caller.actor(),
-            action: action::USER_CREATED,
-            outcome: "success",
-            details: json!({ "user": user.id, "role": user.role }),
-        },
+        tenant.caller.actor(),
+        action::USER_CREATED,
+        json!({ "user": user.id, "role": user.role }),
     )
     .await?;
     tx.commit().await?;
@@ -164,17 +161,7 @@ pub async fn update_user(
         events.push((a, json!({ "user": id })));
     }
     for (a, details) in events {
-        audit::record_in(
-            &mut tx,
-            &meta,
-            Event {
-                actor: tenant.caller.actor(),
-                action: a,
-                outcome: "success",
-                details,
-            },
-        )
-        .await?;
+        audit::success(&mut tx, &meta, tenant.caller.actor(), a, details).await?;
     }
     tx.commit().await?;
     Ok(Json(user))

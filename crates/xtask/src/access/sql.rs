@@ -106,7 +106,14 @@ ALTER ROLE {migrator} SET role = '{owner}';
         }
     }
     for role in group_roles(model) {
-        out.push_str(&member_sync(role, &db.roles[role]));
+        if let Some(limit) = db.roles[role].member_connection_limit {
+            let _ = writeln!(
+                out,
+                "-- Sessions each member of {role} may hold at once: {limit} (`db::bootstrap_roles` gives every
+-- member its group's limit and settings: PostgreSQL applies only a login role's own).
+ALTER ROLE {role} CONNECTION LIMIT {limit};"
+            );
+        }
     }
     out
 }
@@ -120,36 +127,6 @@ fn group_roles(model: &AccessModel) -> Vec<&str> {
         .filter(|(_, r)| !r.login)
         .map(|(name, _)| name.as_str())
         .collect()
-}
-
-/// Re-asserts, on every member of the group `role`, the attributes and session
-/// settings a member must have: PostgreSQL applies only the login role's own settings,
-/// not its groups'.
-fn member_sync(role: &str, spec: &platform::access::DbRole) -> String {
-    let limit = spec
-        .member_connection_limit
-        .map_or_else(String::new, |n| format!(" CONNECTION LIMIT {n}"));
-    let mut out = format!(
-        "-- Members of {role} (people; see `cargo xtask analyst add`) log in as themselves and
--- PostgreSQL applies only a login role's own settings: each member gets the group's.
-DO $$
-DECLARE
-    m text;
-BEGIN
-    FOR m IN SELECT r.rolname FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.member
-             WHERE a.roleid = '{role}'::regrole
-    LOOP
-        EXECUTE format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS{limit}', m);
-"
-    );
-    for (name, value) in &spec.settings {
-        let _ = writeln!(
-            out,
-            "        EXECUTE format('ALTER ROLE %I SET {name} = %L', m, '{value}');"
-        );
-    }
-    out.push_str("    END LOOP;\nEND\n$$;\n");
-    out
 }
 
 fn rust_array(name: &str, doc: &str, items: &[&str]) -> String {
@@ -286,8 +263,9 @@ mod tests {
         );
         let roles_sql = roles_sql(&model);
         assert!(roles_sql.contains("('beacon_analyst', false)"));
+        // A group's members get its limit (and settings) from db::bootstrap_roles.
         assert!(
-            roles_sql.contains("WHERE a.roleid = 'beacon_analyst'::regrole"),
+            roles_sql.contains("ALTER ROLE beacon_analyst CONNECTION LIMIT 3;\n"),
             "{roles_sql}"
         );
     }

@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::Context as _;
 use platform::tls::{self, TlsFiles};
-use proto::analytics::v1::{DateRange, OverviewRequest, analytics_client::AnalyticsClient};
+use proto::analytics::v1::{DateRange, RequestScope, analytics_client::AnalyticsClient};
 
 /// Runs `wrk`.
 pub const TOOLS: &[super::Tool] = &[("wrk", "wrk")];
@@ -26,8 +26,10 @@ pub const TOOLS: &[super::Tool] = &[("wrk", "wrk")];
 /// Options of `cargo xtask bench api`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchApi {
-    /// Concurrent connections (wrk) and concurrent in-flight calls (gRPC).
-    #[arg(long, default_value_t = 32)]
+    /// Concurrent connections (wrk) and concurrent in-flight calls (gRPC). Default: the
+    /// most one tenant may have in flight to analytics through the api
+    /// (`api::Protection::analytics_in_flight_per_tenant`); more are answered 503 at once.
+    #[arg(long, default_value_t = default_connections())]
     pub connections: u32,
     /// Seconds per measurement.
     #[arg(long, default_value_t = 20)]
@@ -35,6 +37,10 @@ pub struct BenchApi {
     /// Allow a debug build (numbers are then not comparable to anything).
     #[arg(long)]
     pub debug: bool,
+}
+
+fn default_connections() -> u32 {
+    u32::try_from(api::Protection::default().analytics_in_flight_per_tenant).unwrap_or(16)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -152,7 +158,7 @@ async fn measure(
     let today = time::OffsetDateTime::now_utc().date();
     let iso = domain::format_date;
     // The same request the api makes for GET /v1/overview without parameters.
-    let request = OverviewRequest {
+    let request = RequestScope {
         tenant_id: field("tenant_id")?,
         range: Some(DateRange {
             from: iso(today - time::Duration::days(29)),
@@ -192,7 +198,7 @@ type Client = AnalyticsClient<tonic::transport::Channel>;
 /// does: one HTTP/2 connection, multiplexed).
 async fn grpc_load(
     client: &Client,
-    request: &OverviewRequest,
+    request: &RequestScope,
     connections: u32,
     duration: Duration,
 ) -> anyhow::Result<Measurement> {
