@@ -20,21 +20,8 @@ fn made_by_prometheus(name: &str) -> bool {
     matches!(name, "up" | "ALERTS" | "ALERTS_FOR_STATE") || name.starts_with("scrape_")
 }
 
-const KEYWORDS: [&str; 13] = [
-    "and",
-    "or",
-    "unless",
-    "bool",
-    "offset",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "inf",
-    "nan",
-];
+/// PromQL's keywords besides [`LABEL_LISTS`] (which are keywords too).
+const KEYWORDS: [&str; 7] = ["and", "or", "unless", "bool", "offset", "inf", "nan"];
 
 /// `text` without what `open`..`close` enclose (no nesting in PromQL's label matchers
 /// and ranges), each replaced by one space.
@@ -175,7 +162,10 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
         });
         if rest.starts_with('(')
             || grouped
-            || KEYWORDS.contains(&word.to_ascii_lowercase().as_str())
+            || KEYWORDS
+                .iter()
+                .chain(&LABEL_LISTS)
+                .any(|k| word.eq_ignore_ascii_case(k))
         {
             continue;
         }
