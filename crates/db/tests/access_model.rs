@@ -626,3 +626,31 @@ async fn no_component_can_create_in_any_schema_nor_holds_column_grants(admin: Pg
         mismatches.join("\n")
     );
 }
+
+/// A read-only tenant transaction refuses writes even for a role whose grants allow
+/// them (the api may insert campaigns): `BEGIN READ ONLY` is part of the one statement
+/// that opens it.
+#[sqlx::test(migrations = false)]
+async fn a_read_only_tenant_transaction_refuses_writes(admin: PgPool) {
+    db::setup(&admin).await.unwrap();
+    let (a, _) = seed_every_tenant_table(&admin).await;
+    let pool = platform::db::DbConfig::for_role(&admin.connect_options(), "beacon_api").pool();
+    let insert = "INSERT INTO app.campaigns (id, tenant_id, name) \
+                  VALUES (gen_random_uuid(), current_setting('beacon.tenant_id')::uuid, 'x')";
+    let mut tx = platform::db::begin_for_tenant(&pool, a).await.unwrap();
+    sqlx::query(insert)
+        .execute(&mut *tx)
+        .await
+        .expect("the api may insert a campaign");
+    tx.rollback().await.unwrap();
+    let mut tx = platform::db::begin_read_only_for_tenant(&pool, a)
+        .await
+        .unwrap();
+    let err = sqlx::query(insert).execute(&mut *tx).await.unwrap_err();
+    let code = err
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("25006"), "{err}");
+    tx.end();
+}
